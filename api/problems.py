@@ -1,0 +1,225 @@
+"""The one place that turns errors into RFC 9457 ``application/problem+json`` responses.
+
+Every error the service answers with, ours (``channel.errors``), FastAPI's request validation
+and Starlette's own 404/405, carries a stable machine-readable ``code``; clients branch on
+``code``, never on ``title`` or ``detail``. Amounts in extension members are decimal strings,
+like everywhere else in the API.
+
+    status  code(s)
+    404     unknown_channel, not_found
+    405     method_not_allowed
+    401     unauthorized                    (operator endpoints, bearer token)
+    409     stale_voucher (+ current_cumulative_amount), task_conflict, channel_not_open,
+            channel_closing_soon, contract_revert (+ revert)
+    413     payload_too_large
+    415     unsupported_media_type
+    422     validation_error (+ errors), invalid_* / malformed_signature, wrong_signer,
+            exceeds_deposit (+ deposit), challenge_period_too_short
+    502     chain_error
+    503     node_unavailable, store_error   (Retry-After set)
+    504     transaction_timeout
+    500     internal_error, config_error    (detail never shows internals)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from channel import errors as E  # noqa: N812 - reads as a namespace of error classes
+
+__all__ = [
+    "PROBLEM_JSON",
+    "ProblemError",
+    "install_problem_handlers",
+    "problem_response",
+    "status_for",
+    "to_problem",
+]
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON: Final = "application/problem+json"
+TYPE_PREFIX: Final = "urn:piecework:problem:"
+
+# Most specific class first: lookup walks the MRO, so a subclass added to channel.errors
+# later falls back to its parent's status instead of a 500.
+_STATUS: Final[Mapping[type[E.PieceworkError], int]] = {
+    E.InvalidInput: 422,
+    E.UnknownChannel: 404,
+    E.ChannelNotOpen: 409,
+    E.ChannelClosingSoon: 409,
+    E.ChallengePeriodTooShort: 422,
+    E.WrongSigner: 422,
+    E.StaleVoucher: 409,
+    E.TaskConflict: 409,
+    E.ExceedsDeposit: 422,
+    E.PaymentRejected: 422,
+    E.NodeUnavailable: 503,
+    E.ContractRevert: 409,
+    E.TransactionTimeout: 504,
+    E.ChainError: 502,
+    E.StoreError: 503,
+    E.ConfigError: 500,
+    E.PieceworkError: 500,
+}
+
+# Codes for errors raised by Starlette/FastAPI themselves (routing, auth, our middleware).
+_HTTP_CODES: Final[Mapping[int, str]] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+# Detail keys of channel errors that are safe and useful to show; anything else stays server-side.
+_EXPOSED_DETAILS: Final = frozenset(
+    {"got", "expected", "length", "v", "name", "current", "deposit"}
+)
+
+
+class ProblemError(Exception):
+    """Raised by the API layer itself (auth, paging) for a problem that is not a domain error."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+def status_for(exc: E.PieceworkError) -> int:
+    for cls in type(exc).__mro__:
+        status = _STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+def _jsonable(value: Any) -> Any:
+    # Amounts are ints internally and must leave as decimal strings (they exceed 2**53).
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """Build the problem+json response; ``extra`` become RFC 9457 extension members."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + code,
+        "title": title or phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update({k: _jsonable(v) for k, v in extra.items() if k not in body})
+    return Response(
+        content=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def _domain_problem(exc: E.PieceworkError) -> Response:
+    status = status_for(exc)
+    extra: dict[str, Any] = {
+        k: v for k, v in exc.details.items() if k in _EXPOSED_DETAILS and k != "args"
+    }
+    headers: dict[str, str] = {}
+    if isinstance(exc, E.StaleVoucher):
+        extra.pop("current", None)
+        extra["current_cumulative_amount"] = exc.current
+    elif isinstance(exc, E.ExceedsDeposit):
+        extra["deposit"] = exc.deposit
+    elif isinstance(exc, E.ContractRevert):
+        extra.pop("name", None)
+        extra["revert"] = exc.name
+    if status == 503:
+        headers["Retry-After"] = "1"
+    if status == 500:
+        # Config errors are operator problems: log them, show the client nothing internal.
+        log.error("server error: %r", exc)
+        return problem_response(500, exc.code, "the service is misconfigured or failed")
+    return problem_response(status, exc.code, exc.message, headers=headers, **extra)
+
+
+def _validation_problem(exc: RequestValidationError) -> Response:
+    # Only loc/msg/type: pydantic's ``input`` and ``ctx`` can echo huge or binary input back.
+    problems = [
+        {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        for err in exc.errors()[:20]
+    ]
+    first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+    where = ".".join(first["loc"][1:]) or "request"
+    return problem_response(422, "validation_error", f"{where}: {first['msg']}", errors=problems)
+
+
+def to_problem(exc: Exception) -> Response:
+    """The problem+json response for any exception (used by the handlers and the middleware)."""
+    if isinstance(exc, E.PieceworkError):
+        return _domain_problem(exc)
+    if isinstance(exc, ProblemError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem_response(exc.status, exc.code, exc.detail, headers=headers, **exc.extra)
+    if isinstance(exc, RequestValidationError):
+        return _validation_problem(exc)
+    if isinstance(exc, StarletteHTTPException):
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return problem_response(exc.status_code, code, detail, headers=exc.headers)
+    log.error("unhandled error", exc_info=exc)
+    return problem_response(500, "internal_error", "internal server error")
+
+
+async def _handle(_: Request, exc: Exception) -> Response:
+    return to_problem(exc)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handlers so no error leaves the app as anything but problem+json."""
+    for cls in (E.PieceworkError, ProblemError, StarletteHTTPException, RequestValidationError):
+        app.add_exception_handler(cls, _handle)
+    # Exception goes to ServerErrorMiddleware, which still answers through this handler.
+    app.add_exception_handler(Exception, _handle)
