@@ -1,0 +1,1045 @@
+"""web3.py client for the PaymentChannels contract: artifacts, transaction proxies, reads, events.
+
+Every transaction goes through one pipeline, the way Raiden's proxies do it:
+
+    check preconditions (read state)  ->  estimate gas (a revert here is decoded by its 4-byte
+    selector into the contract's custom error, raised as ContractRevert(name, args))  ->  sign
+    locally  ->  send raw  ->  poll for the receipt with a timeout  ->  wait for the configured
+    confirmation depth.
+
+Nonces for back-to-back transactions from one account come from a local :class:`NonceManager`
+(seeded from the pending transaction count, resynced on "nonce too low"). Every RPC call has a
+timeout; connection failures become :class:`~channel.errors.NodeUnavailable`. Amounts are int.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, TypeAlias, cast
+
+import requests
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.providers.rpc import HTTPProvider
+
+from channel.errors import (
+    ChainError,
+    ConfigError,
+    ContractRevert,
+    InvalidAddress,
+    InvalidBytes32,
+    NodeUnavailable,
+    TransactionTimeout,
+)
+
+__all__ = [
+    "DEFAULT_ARTIFACT",
+    "ZERO_ADDRESS",
+    "Artifact",
+    "ChainClient",
+    "ChannelClosed",
+    "ChannelEvent",
+    "ChannelOpened",
+    "ChannelStatus",
+    "ChannelToppedUp",
+    "Claim",
+    "Claimed",
+    "CloseStarted",
+    "ErrorDecoder",
+    "LogMeta",
+    "NonceManager",
+    "OnchainChannel",
+    "OtherEvent",
+    "PreconditionFailed",
+    "TxResult",
+    "channel_id_for",
+    "connect",
+    "find_artifact",
+    "load_artifact",
+]
+
+log = logging.getLogger(__name__)
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+DEFAULT_ARTIFACT = Path("artifacts/contracts/PaymentChannels.sol/PaymentChannels.json")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+ProgressCallback: TypeAlias = Callable[[str], None]
+
+
+class PreconditionFailed(ChainError):  # noqa: N818 - named like the rest of channel.errors
+    """A transaction would certainly revert given the state just read; nothing was sent."""
+
+    code = "precondition_failed"
+
+
+# --- artifacts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """ABI and creation bytecode of one compiled contract (a Hardhat artifact)."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: bytes
+    path: Path
+
+
+def find_artifact(name: str, root: str | Path | None = None) -> Path:
+    """Locate ``artifacts/**/<name>.json`` under ``root`` (default: cwd, then the repo root)."""
+    roots = [Path(root)] if root is not None else [Path.cwd(), _REPO_ROOT]
+    for base in roots:
+        artifacts = base / "artifacts" if (base / "artifacts").is_dir() else base
+        if not artifacts.is_dir():
+            continue
+        direct = artifacts / "contracts" / f"{name}.sol" / f"{name}.json"
+        if direct.is_file():
+            return direct
+        # Test mocks may live in subfolders (contracts/test/...); build-info is not an artifact.
+        for candidate in sorted(artifacts.rglob(f"{name}.json")):
+            if "build-info" not in candidate.parts and candidate.parent.name.endswith(".sol"):
+                return candidate
+    where = " or ".join(str(r) for r in roots)
+    raise ConfigError(f"artifact for {name} not found under {where}: run `npm run build` first")
+
+
+def load_artifact(path_or_name: str | Path, root: str | Path | None = None) -> Artifact:
+    """Load a Hardhat artifact from a file path, or by contract name via :func:`find_artifact`."""
+    candidate = Path(path_or_name)
+    if candidate.suffix == ".json":
+        path = candidate if candidate.is_absolute() or root is None else Path(root) / candidate
+        if not path.is_file() and not candidate.is_absolute() and root is None:
+            path = _REPO_ROOT / candidate
+    else:
+        path = find_artifact(str(path_or_name), root)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"artifact {path} does not exist: run `npm run build` first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"artifact {path} is unreadable: {exc}") from None
+    try:
+        abi = data["abi"]
+        code = str(data.get("bytecode", "0x"))
+        name = str(data.get("contractName", path.stem))
+        return Artifact(name, abi, bytes.fromhex(code[2:]), path)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"artifact {path} lacks abi/bytecode: {exc}") from None
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+class ChannelStatus(IntEnum):
+    """``getChannel(...).status`` as fixed in PROTOCOL.md."""
+
+    NONE = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+@dataclass(frozen=True)
+class OnchainChannel:
+    """The contract's view of one channel (``getChannel``) at a given block."""
+
+    channel_id: bytes
+    payer: str
+    payee: str
+    token: str
+    deposit: int
+    claimed: int
+    challenge_period: int
+    closes_at: int
+    status: ChannelStatus
+
+    @property
+    def is_eth(self) -> bool:
+        return self.token == ZERO_ADDRESS
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not ChannelStatus.NONE
+
+    @property
+    def unclaimed_deposit(self) -> int:
+        return self.deposit - self.claimed
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One entry of ``claimMany``: the payer's voucher for ``cumulative_amount``."""
+
+    channel_id: bytes
+    cumulative_amount: int
+    payer_signature: bytes
+
+
+@dataclass(frozen=True)
+class LogMeta:
+    """Where an event was emitted; the watcher needs the block hash to notice reorgs."""
+
+    block_number: int
+    block_hash: bytes
+    tx_hash: bytes
+    log_index: int
+
+
+@dataclass(frozen=True)
+class ChannelOpened:
+    channel_id: bytes
+    payer: str
+    payee: str
+    token: str
+    deposit: int
+    challenge_period: int
+    meta: LogMeta
+
+
+@dataclass(frozen=True)
+class ChannelToppedUp:
+    channel_id: bytes
+    amount: int
+    deposit: int
+    meta: LogMeta
+
+
+@dataclass(frozen=True)
+class Claimed:
+    channel_id: bytes
+    cumulative_amount: int
+    paid: int
+    meta: LogMeta
+
+
+@dataclass(frozen=True)
+class CloseStarted:
+    channel_id: bytes
+    closes_at: int
+    meta: LogMeta
+
+
+@dataclass(frozen=True)
+class ChannelClosed:
+    channel_id: bytes
+    payee_total: int
+    payer_refund: int
+    meta: LogMeta
+
+
+@dataclass(frozen=True)
+class OtherEvent:
+    """Any other event of the contract (e.g. a pull-payment withdrawal), decoded by its ABI."""
+
+    name: str
+    args: tuple[tuple[str, Any], ...]
+    meta: LogMeta
+
+    @property
+    def channel_id(self) -> bytes | None:
+        value = dict(self.args).get("channelId")
+        return bytes(value) if isinstance(value, bytes | bytearray) else None
+
+
+ChannelEvent: TypeAlias = (
+    ChannelOpened | ChannelToppedUp | Claimed | CloseStarted | ChannelClosed | OtherEvent
+)
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction."""
+
+    tx_hash: bytes
+    block_number: int
+    block_hash: bytes
+    gas_used: int
+    events: tuple[ChannelEvent, ...] = ()
+    contract_address: str | None = None
+
+
+def channel_id_for(payer: str, payee: str, token: str, salt: bytes) -> bytes:
+    """``keccak256(abi.encode(payer, payee, token, salt))`` — known before the open is mined."""
+    return keccak(
+        abi_encode(
+            ["address", "address", "address", "bytes32"],
+            [_address(payer), _address(payee), _address(token), _bytes32(salt, "salt")],
+        )
+    )
+
+
+def _address(value: str) -> ChecksumAddress:
+    try:
+        return to_checksum_address(value)
+    except (ValueError, TypeError):
+        raise InvalidAddress(f"not an address: {value!r}", value=value) from None
+
+
+def _bytes32(value: bytes, what: str) -> bytes:
+    if len(value) != 32:
+        raise InvalidBytes32(f"{what} must be 32 bytes, got {len(value)}", value=value.hex())
+    return bytes(value)
+
+
+# --- revert decoding ---------------------------------------------------------------------------
+
+
+class ErrorDecoder:
+    """Maps revert data to ``ContractRevert(name, args)`` using the custom errors in ABIs."""
+
+    def __init__(self, *abis: Sequence[dict[str, Any]]) -> None:
+        self._errors: dict[bytes, tuple[str, list[str]]] = {}
+        for abi in abis:
+            self.add_abi(abi)
+
+    def add_abi(self, abi: Sequence[dict[str, Any]]) -> None:
+        for item in abi:
+            if item.get("type") != "error":
+                continue
+            types = [_abi_type(inp) for inp in item.get("inputs", [])]
+            signature = f"{item['name']}({','.join(types)})"
+            self._errors[keccak(text=signature)[:4]] = (str(item["name"]), types)
+
+    def decode(self, data: bytes) -> ContractRevert:
+        """Decode revert data; unknown selectors keep their hex so nothing is lost."""
+        if len(data) < 4:
+            return ContractRevert("Reverted", (), "transaction reverted without a reason")
+        selector, payload = data[:4], data[4:]
+        if selector == _ERROR_STRING_SELECTOR:
+            (reason,) = abi_decode(["string"], payload)
+            return ContractRevert("Error", (reason,), f"contract reverted: {reason}")
+        if selector == _PANIC_SELECTOR:
+            (panic_code,) = abi_decode(["uint256"], payload)
+            return ContractRevert("Panic", (panic_code,), f"contract panicked with {panic_code:#x}")
+        known = self._errors.get(selector)
+        if known is None:
+            return ContractRevert("UnknownError", (data.hex(),), f"unknown revert 0x{data.hex()}")
+        name, types = known
+        try:
+            values = tuple(_plain(v) for v in abi_decode(types, payload))
+        except Exception:  # malformed payload: still report the name
+            values = ()
+        return ContractRevert(name, values)
+
+
+def _abi_type(param: dict[str, Any]) -> str:
+    kind = str(param["type"])
+    if kind.startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in param.get("components", []))
+        return f"({inner}){kind[5:]}"
+    return kind
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _revert_data(exc: BaseException) -> bytes | None:
+    """Extract revert bytes from whatever shape web3 / the node used."""
+    data: Any = getattr(exc, "data", None)
+    if data is None and isinstance(exc, Web3RPCError):
+        message = exc.rpc_response.get("error") if exc.rpc_response else None
+        data = message.get("data") if isinstance(message, dict) else None
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            return bytes.fromhex(data[2:])
+        except ValueError:
+            return None
+    return None
+
+
+# --- nonces ------------------------------------------------------------------------------------
+
+
+class NonceManager:
+    """Hands out consecutive nonces for one account without asking the node each time.
+
+    Seeded lazily from the pending count so transactions already in the pool are respected;
+    ``resync`` forgets the local value after the node rejected one (e.g. "nonce too low"
+    because another process used the account).
+    """
+
+    def __init__(self, fetch_pending: Callable[[], int]) -> None:
+        self._fetch = fetch_pending
+        self._next: int | None = None
+        self._lock = threading.Lock()
+
+    def reserve(self) -> int:
+        with self._lock:
+            if self._next is None:
+                self._next = self._fetch()
+            nonce = self._next
+            self._next += 1
+            return nonce
+
+    def release(self, nonce: int) -> None:
+        """Give back a nonce whose transaction never reached the node (only the newest)."""
+        with self._lock:
+            if self._next == nonce + 1:
+                self._next = nonce
+
+    def resync(self) -> None:
+        with self._lock:
+            self._next = None
+
+
+# --- client ------------------------------------------------------------------------------------
+
+
+def connect(rpc_url: str, *, timeout: float = 10.0) -> Web3:
+    """A Web3 over HTTP with a timeout on every request."""
+    return Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+
+
+@contextmanager
+def _rpc(what: str, url: str) -> Iterator[None]:
+    """Translate transport failures into NodeUnavailable (contract reverts pass through)."""
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout, ProviderConnectionError) as exc:
+        raise NodeUnavailable(f"node at {url} unavailable during {what}: {type(exc).__name__}",
+                              url=url) from None
+    except requests.HTTPError as exc:
+        raise NodeUnavailable(f"node at {url} answered HTTP error during {what}: {exc}",
+                              url=url) from None
+
+
+@dataclass
+class ChainClient:
+    """Talks to one deployed PaymentChannels contract, optionally signing as ``account``.
+
+    ``confirmations`` is how many blocks (counting the one that includes it) a transaction must
+    have before it is reported as done; 1 on a local automining node.
+    """
+
+    w3: Web3
+    address: str
+    artifact: Artifact
+    account: LocalAccount | None = None
+    confirmations: int = 1
+    receipt_timeout: float = 120.0
+    poll_interval: float = 0.05
+    check_preconditions: bool = True
+    gas_margin_percent: int = 20
+    progress: ProgressCallback | None = None
+    extra_error_abis: Sequence[Sequence[dict[str, Any]]] = ()
+    _decoder: ErrorDecoder = field(init=False, repr=False)
+    _nonces: NonceManager | None = field(init=False, repr=False, default=None)
+    _chain_id: int | None = field(init=False, repr=False, default=None)
+    _topics: dict[bytes, dict[str, Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.address = _address(self.address)
+        self.contract = self.w3.eth.contract(address=self.address, abi=self.artifact.abi)
+        self._decoder = ErrorDecoder(self.artifact.abi, *self.extra_error_abis)
+        self._topics = {}
+        for item in self.artifact.abi:
+            if item.get("type") == "event":
+                types = ",".join(_abi_type(i) for i in item.get("inputs", []))
+                self._topics[keccak(text=f"{item['name']}({types})")] = item
+        if self.account is not None:
+            self.use_account(self.account)
+
+    # -- construction helpers --
+
+    @classmethod
+    def from_url(
+        cls,
+        rpc_url: str,
+        address: str,
+        *,
+        account: LocalAccount | None = None,
+        artifact: Artifact | str | Path | None = None,
+        rpc_timeout: float = 10.0,
+        **options: Any,
+    ) -> ChainClient:
+        art = _as_artifact(artifact)
+        return cls(connect(rpc_url, timeout=rpc_timeout), address, art, account, **options)
+
+    def use_account(self, account: LocalAccount) -> None:
+        """Sign transactions as ``account`` from now on (fresh nonce state)."""
+        self.account = account
+        addr = account.address
+        self._nonces = NonceManager(
+            lambda: self._call("nonce", lambda: self.w3.eth.get_transaction_count(addr, "pending"))
+        )
+
+    def with_account(self, account: LocalAccount) -> ChainClient:
+        """A client for the same contract signing as another account."""
+        return ChainClient(
+            self.w3, self.address, self.artifact, account, self.confirmations,
+            self.receipt_timeout, self.poll_interval, self.check_preconditions,
+            self.gas_margin_percent, self.progress, self.extra_error_abis,
+        )
+
+    @property
+    def url(self) -> str:
+        return str(getattr(self.w3.provider, "endpoint_uri", "?"))
+
+    @property
+    def sender(self) -> str:
+        if self.account is None:
+            raise ConfigError("this operation sends a transaction: configure a signing key")
+        return str(self.account.address)
+
+    def add_error_abi(self, abi: Sequence[dict[str, Any]]) -> None:
+        """Also decode errors from another contract (e.g. the token's ERC20InsufficientBalance)."""
+        self._decoder.add_abi(abi)
+
+    def decode_revert(self, data: bytes) -> ContractRevert:
+        return self._decoder.decode(data)
+
+    # -- reads --
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        with _rpc(what, self.url):
+            try:
+                return fn()
+            except ContractLogicError as exc:
+                raw = _revert_data(exc)
+                raise (self._decoder.decode(raw) if raw is not None else
+                       ContractRevert("Reverted", (), f"{what} reverted: {exc.message}")) from None
+
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self._call("eth_chainId", lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    def block_number(self) -> int:
+        return int(self._call("eth_blockNumber", lambda: self.w3.eth.block_number))
+
+    def block(self, number: int | str) -> dict[str, Any]:
+        """Block header fields (number, hash, timestamp, ...); missing block → ChainError."""
+        got = self._call("eth_getBlockByNumber", lambda: self.w3.eth.get_block(number))  # type: ignore[arg-type]
+        return dict(got)
+
+    def timestamp(self, block: int | str = "latest") -> int:
+        return int(self.block(block)["timestamp"])
+
+    def balance(self, address: str, token: str = ZERO_ADDRESS) -> int:
+        """ETH balance, or an ERC-20 balance when ``token`` is given."""
+        addr = _address(address)
+        if token == ZERO_ADDRESS:
+            return int(self._call("eth_getBalance", lambda: self.w3.eth.get_balance(addr)))
+        erc20 = self.w3.eth.contract(address=_address(token), abi=_ERC20_ABI)
+        return int(self._call("balanceOf", erc20.functions.balanceOf(addr).call))
+
+    def get_channel(self, channel_id: bytes, block: int | str = "latest") -> OnchainChannel:
+        cid = _bytes32(channel_id, "channel id")
+        raw = self._call(
+            "getChannel",
+            lambda: self.contract.functions.getChannel(cid).call(block_identifier=cast(Any, block)),
+        )
+        return _to_channel(cid, raw)
+
+    def channel_id_onchain(self, payer: str, payee: str, token: str, salt: bytes) -> bytes:
+        """The contract's own ``channelId`` (pure), to check :func:`channel_id_for` against."""
+        fn = self.contract.functions.channelId(
+            _address(payer), _address(payee), _address(token), _bytes32(salt, "salt")
+        )
+        return bytes(self._call("channelId", fn.call))
+
+    def eip712_domain(self) -> dict[str, Any]:
+        """The contract's EIP-5267 domain (name, version, chainId, verifyingContract)."""
+        got = self._call("eip712Domain", self.contract.functions.eip712Domain().call)
+        return {"name": got[1], "version": got[2], "chainId": int(got[3]),
+                "verifyingContract": str(got[4])}
+
+    # -- transactions (public) --
+
+    def open(
+        self,
+        payee: str,
+        amount: int,
+        *,
+        token: str = ZERO_ADDRESS,
+        challenge_period: int,
+        salt: bytes,
+    ) -> tuple[bytes, TxResult]:
+        """Open a channel funded with ``amount`` (ETH, or ERC-20 after an approve if needed)."""
+        payer = self.sender
+        token = _address(token)
+        channel_id = channel_id_for(payer, payee, token, salt)
+        self._require_new(channel_id)
+        _require_positive(amount, "deposit")
+        if token != ZERO_ADDRESS:
+            self._ensure_allowance(token, amount)
+        fn = self.contract.functions.open(_address(payee), token, amount, challenge_period, salt)
+        result = self._transact("open", fn, value=amount if token == ZERO_ADDRESS else 0)
+        return channel_id, result
+
+    def open_with_permit(
+        self,
+        payee: str,
+        amount: int,
+        *,
+        token: str,
+        challenge_period: int,
+        salt: bytes,
+        deadline: int | None = None,
+    ) -> tuple[bytes, TxResult]:
+        """Open an ERC-20 channel in one transaction using an EIP-2612 permit signed here."""
+        payer = self.sender
+        token = _address(token)
+        if token == ZERO_ADDRESS:
+            raise PreconditionFailed("openWithPermit needs an ERC-20 token, not ETH")
+        channel_id = channel_id_for(payer, payee, token, salt)
+        self._require_new(channel_id)
+        _require_positive(amount, "deposit")
+        if deadline is None:
+            deadline = self.timestamp() + 3600
+        v, r, s = self.sign_permit(token, self.address, amount, deadline)
+        fn = self.contract.functions.openWithPermit(
+            _address(payee), token, amount, challenge_period, salt, deadline, v, r, s
+        )
+        return channel_id, self._transact("openWithPermit", fn)
+
+    def sign_permit(
+        self, token: str, spender: str, value: int, deadline: int
+    ) -> tuple[int, bytes, bytes]:
+        """Sign an EIP-2612 ``Permit`` for ``token`` locally; returns (v, r, s)."""
+        account = self._require_account()
+        erc20 = self.w3.eth.contract(address=_address(token), abi=_ERC20_ABI)
+        owner = str(account.address)
+        nonce = int(self._call("nonces", erc20.functions.nonces(owner).call))
+        domain = self._token_domain(erc20)
+        signed = account.sign_typed_data(
+            domain_data=domain,
+            message_types={"Permit": [
+                {"name": "owner", "type": "address"},
+                {"name": "spender", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "deadline", "type": "uint256"},
+            ]},
+            message_data={"owner": owner, "spender": _address(spender), "value": value,
+                          "nonce": nonce, "deadline": deadline},
+        )
+        return int(signed.v), int(signed.r).to_bytes(32, "big"), int(signed.s).to_bytes(32, "big")
+
+    def top_up(self, channel_id: bytes, amount: int) -> TxResult:
+        ch = self.get_channel(channel_id)
+        if self.check_preconditions and ch.status is not ChannelStatus.OPEN:
+            raise PreconditionFailed(
+                f"cannot top up channel 0x{channel_id.hex()}: status is {ch.status.name}",
+                channel_id=channel_id.hex(), status=ch.status.name)
+        _require_positive(amount, "top-up")
+        if not ch.is_eth:
+            self._ensure_allowance(ch.token, amount)
+        fn = self.contract.functions.topUp(channel_id, amount)
+        return self._transact("topUp", fn, value=amount if ch.is_eth else 0)
+
+    def claim(self, channel_id: bytes, cumulative_amount: int, payer_signature: bytes) -> TxResult:
+        self._check_claimable(channel_id, cumulative_amount)
+        fn = self.contract.functions.claim(channel_id, cumulative_amount, payer_signature)
+        return self._transact("claim", fn)
+
+    def claim_many(self, claims: Sequence[Claim]) -> TxResult:
+        if not claims:
+            raise PreconditionFailed("claimMany needs at least one claim")
+        entries = [(c.channel_id, c.cumulative_amount, c.payer_signature) for c in claims]
+        return self._transact("claimMany", self.contract.functions.claimMany(entries))
+
+    def close_by_payee(
+        self, channel_id: bytes, cumulative_amount: int, payer_signature: bytes
+    ) -> TxResult:
+        if self.check_preconditions:
+            ch = self._check_live(channel_id)
+            if ch.payee != self.sender:
+                raise PreconditionFailed(
+                    f"closeByPayee must come from the payee {ch.payee}, not {self.sender}",
+                    payee=ch.payee, sender=self.sender)
+        fn = self.contract.functions.closeByPayee(channel_id, cumulative_amount, payer_signature)
+        return self._transact("closeByPayee", fn)
+
+    def cooperative_close(
+        self,
+        channel_id: bytes,
+        cumulative_amount: int,
+        payer_signature: bytes,
+        payee_signature: bytes,
+    ) -> TxResult:
+        if self.check_preconditions:
+            self._check_live(channel_id)
+        fn = self.contract.functions.cooperativeClose(
+            channel_id, cumulative_amount, payer_signature, payee_signature
+        )
+        return self._transact("cooperativeClose", fn)
+
+    def start_close(self, channel_id: bytes) -> TxResult:
+        if self.check_preconditions:
+            ch = self.get_channel(channel_id)
+            if ch.status is not ChannelStatus.OPEN:
+                raise PreconditionFailed(
+                    f"cannot start closing channel 0x{channel_id.hex()}: status is "
+                    f"{ch.status.name}", channel_id=channel_id.hex(), status=ch.status.name)
+            if ch.payer != self.sender:
+                raise PreconditionFailed(
+                    f"startClose must come from the payer {ch.payer}, not {self.sender}",
+                    payer=ch.payer, sender=self.sender)
+        return self._transact("startClose", self.contract.functions.startClose(channel_id))
+
+    def settle(self, channel_id: bytes) -> TxResult:
+        if self.check_preconditions:
+            ch = self.get_channel(channel_id)
+            if ch.status is not ChannelStatus.CLOSING:
+                raise PreconditionFailed(
+                    f"cannot settle channel 0x{channel_id.hex()}: status is {ch.status.name}",
+                    channel_id=channel_id.hex(), status=ch.status.name)
+            now = self.timestamp()
+            if now < ch.closes_at:
+                raise PreconditionFailed(
+                    f"challenge period of 0x{channel_id.hex()} ends at {ch.closes_at}, "
+                    f"now is {now} ({ch.closes_at - now}s left)",
+                    closes_at=ch.closes_at, now=now)
+        return self._transact("settle", self.contract.functions.settle(channel_id))
+
+    def deploy(self, *args: Any) -> TxResult:
+        """Deploy this client's artifact; the result carries ``contract_address``."""
+        return self.deploy_artifact(self.artifact, *args)
+
+    def deploy_artifact(self, artifact: Artifact | str, *args: Any) -> TxResult:
+        """Deploy any compiled contract (e.g. ``"TestStablecoin"``) from the signing account."""
+        art = _as_artifact(artifact)
+        factory = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        data = factory.constructor(*args).data_in_transaction
+        result = self._send("deploy " + art.name, {"data": data}, decoder=ErrorDecoder(art.abi))
+        if result.contract_address is None:
+            raise ChainError(f"deploying {art.name} produced no contract address")
+        return result
+
+    # -- events --
+
+    def get_events(self, from_block: int, to_block: int) -> list[ChannelEvent]:
+        """Decode every log of this contract in ``[from_block, to_block]``, in chain order."""
+        logs = self._call("eth_getLogs", lambda: self.w3.eth.get_logs({
+            "address": _address(self.address), "fromBlock": from_block, "toBlock": to_block}))
+        out = [ev for ev in (self.decode_log(dict(lg)) for lg in logs) if ev is not None]
+        out.sort(key=lambda e: (e.meta.block_number, e.meta.log_index))
+        return out
+
+    def decode_log(self, log_entry: dict[str, Any]) -> ChannelEvent | None:
+        topics = [bytes(t) for t in log_entry.get("topics", [])]
+        if not topics or log_entry.get("removed"):
+            return None
+        abi = self._topics.get(topics[0])
+        if abi is None:
+            return None
+        inputs = abi.get("inputs", [])
+        indexed = [i for i in inputs if i.get("indexed")]
+        plain = [i for i in inputs if not i.get("indexed")]
+        values: dict[str, Any] = {}
+        for inp, topic in zip(indexed, topics[1:], strict=False):
+            (values[inp["name"]],) = abi_decode([_abi_type(inp)], topic)
+        data = bytes(HexBytes(log_entry.get("data", b"")))
+        decoded = abi_decode([_abi_type(i) for i in plain], data) if plain else ()
+        values.update({i["name"]: v for i, v in zip(plain, decoded, strict=True)})
+        meta = LogMeta(
+            int(log_entry["blockNumber"]), bytes(log_entry["blockHash"]),
+            bytes(log_entry["transactionHash"]), int(log_entry["logIndex"]),
+        )
+        return _typed_event(str(abi["name"]), values, meta)
+
+    # -- pipeline --
+
+    def _require_account(self) -> LocalAccount:
+        if self.account is None:
+            raise ConfigError("this operation signs: configure a signing key")
+        return self.account
+
+    def _require_new(self, channel_id: bytes) -> None:
+        if not self.check_preconditions:
+            return
+        ch = self.get_channel(channel_id)
+        if ch.exists:
+            raise PreconditionFailed(
+                f"channel id 0x{channel_id.hex()} was already used (status {ch.status.name}); "
+                "pick another salt", channel_id=channel_id.hex())
+
+    def _check_live(self, channel_id: bytes) -> OnchainChannel:
+        ch = self.get_channel(channel_id)
+        if ch.status not in (ChannelStatus.OPEN, ChannelStatus.CLOSING):
+            raise PreconditionFailed(
+                f"channel 0x{channel_id.hex()} is {ch.status.name}, not open or closing",
+                channel_id=channel_id.hex(), status=ch.status.name)
+        if ch.status is ChannelStatus.CLOSING:
+            now = self.timestamp()
+            if now >= ch.closes_at:
+                raise PreconditionFailed(
+                    f"challenge period of 0x{channel_id.hex()} ended at {ch.closes_at} "
+                    f"(now {now}): only settle is possible", closes_at=ch.closes_at, now=now)
+        return ch
+
+    def _check_claimable(self, channel_id: bytes, cumulative_amount: int) -> None:
+        if not self.check_preconditions:
+            return
+        ch = self._check_live(channel_id)
+        payable = min(cumulative_amount, ch.deposit) - ch.claimed
+        if payable <= 0:
+            raise PreconditionFailed(
+                f"voucher for {cumulative_amount} on 0x{channel_id.hex()} pays nothing: "
+                f"claimed {ch.claimed}, deposit {ch.deposit}",
+                cumulative_amount=cumulative_amount, claimed=ch.claimed, deposit=ch.deposit)
+
+    def _ensure_allowance(self, token: str, amount: int) -> None:
+        owner = self.sender
+        erc20 = self.w3.eth.contract(address=_address(token), abi=_ERC20_ABI)
+        allowance = int(self._call("allowance",
+                                   erc20.functions.allowance(owner, self.address).call))
+        if allowance >= amount:
+            return
+        data = erc20.functions.approve(self.address, amount)._encode_transaction_data()
+        self._send("approve", {"to": erc20.address, "data": data}, decoder=self._decoder)
+
+    def _transact(self, what: str, fn: Any, *, value: int = 0) -> TxResult:
+        data = fn._encode_transaction_data()
+        return self._send(what, {"to": self.address, "data": data, "value": value},
+                          decoder=self._decoder)
+
+    def _send(self, what: str, tx: dict[str, Any], *, decoder: ErrorDecoder) -> TxResult:
+        account = self._require_account()
+        nonces = self._nonces
+        if nonces is None:  # pragma: no cover - use_account always sets it
+            raise ConfigError("no nonce manager")
+        tx = {"from": str(account.address), "value": 0, **tx}
+        gas = self._estimate(what, tx, decoder)
+        tx["gas"] = gas + gas * self.gas_margin_percent // 100
+        tx["chainId"] = self.chain_id()
+        tx.update(self._fees())
+        for attempt in range(2):
+            tx["nonce"] = nonces.reserve()
+            signed = account.sign_transaction(tx)
+            try:
+                with _rpc("eth_sendRawTransaction " + what, self.url):
+                    tx_hash = bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+                break
+            except Web3RPCError as exc:
+                text = str(exc).lower()
+                if ("nonce too low" in text or "nonce too high" in text) and attempt == 0:
+                    log.warning("%s: %s; resyncing nonce", what, exc)
+                    nonces.resync()
+                    continue
+                nonces.release(tx["nonce"])
+                raw = _revert_data(exc)
+                if raw is not None:
+                    raise decoder.decode(raw) from None
+                raise ChainError(f"{what} rejected by the node: {exc}") from None
+            except NodeUnavailable:
+                # The node may or may not have it; a resync next time finds out.
+                nonces.resync()
+                raise
+        self._report(f"{what}: sent 0x{tx_hash.hex()}")
+        receipt = self.wait_for_receipt(tx_hash, what=what)
+        if int(receipt["status"]) != 1:
+            raise self._explain_failure(what, tx, receipt, decoder)
+        events = tuple(
+            ev for ev in (self.decode_log(dict(lg)) for lg in receipt["logs"])
+            if ev is not None
+        )
+        contract_address = receipt.get("contractAddress")
+        return TxResult(
+            tx_hash=tx_hash,
+            block_number=int(receipt["blockNumber"]),
+            block_hash=bytes(receipt["blockHash"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=events,
+            contract_address=str(contract_address) if contract_address else None,
+        )
+
+    def _estimate(self, what: str, tx: dict[str, Any], decoder: ErrorDecoder) -> int:
+        with _rpc("eth_estimateGas " + what, self.url):
+            try:
+                return int(self.w3.eth.estimate_gas(cast(Any, tx)))
+            except ContractLogicError as exc:
+                raw = _revert_data(exc)
+                if raw is not None:
+                    raise decoder.decode(raw) from None
+                message = f"{what} would revert: {exc.message}"
+                raise ContractRevert("Reverted", (), message) from None
+            except Web3RPCError as exc:
+                raw = _revert_data(exc)
+                if raw is not None:
+                    raise decoder.decode(raw) from None
+                raise ChainError(f"{what}: gas estimation failed: {exc}") from None
+
+    def _fees(self) -> dict[str, int]:
+        latest = self.block("latest")
+        base = int(latest.get("baseFeePerGas") or 0)
+        tip = int(self._call("eth_maxPriorityFeePerGas", lambda: self.w3.eth.max_priority_fee))
+        # Twice the base fee survives six full blocks of base-fee growth before the tx stalls.
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    def _explain_failure(
+        self, what: str, tx: dict[str, Any], receipt: Any, decoder: ErrorDecoder
+    ) -> ContractRevert:
+        """A mined revert: replay it at its block to learn the error name (not retried)."""
+        block = int(receipt["blockNumber"])
+        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        try:
+            with _rpc("eth_call " + what, self.url):
+                self.w3.eth.call(cast(Any, call), block_identifier=block - 1)
+        except ContractLogicError as exc:
+            raw = _revert_data(exc)
+            if raw is not None:
+                return decoder.decode(raw)
+        except (ChainError, Web3RPCError):
+            pass
+        return ContractRevert(
+            "Reverted", (),
+            f"{what} reverted in block {block} (tx 0x{bytes(receipt['transactionHash']).hex()})")
+
+    def wait_for_receipt(self, tx_hash: bytes, *, what: str = "transaction") -> Any:
+        """Poll for the receipt, then for ``confirmations`` blocks; TransactionTimeout if slow."""
+        deadline = time.monotonic() + self.receipt_timeout
+        receipt: Any = None
+        interval = min(self.poll_interval, 0.01)  # automining nodes answer within milliseconds
+        while True:
+            with _rpc("eth_getTransactionReceipt", self.url):
+                try:
+                    receipt = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+                except TransactionNotFound:
+                    receipt = None
+            if receipt is not None:
+                confirmed = self.block_number() - int(receipt["blockNumber"]) + 1
+                if confirmed >= self.confirmations:
+                    # Re-read: a reorg while we waited may have moved or dropped it.
+                    with _rpc("eth_getTransactionReceipt", self.url):
+                        try:
+                            again = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+                        except TransactionNotFound:
+                            again = None
+                    if again is not None and again["blockHash"] == receipt["blockHash"]:
+                        self._report(f"{what}: confirmed in block {int(receipt['blockNumber'])}")
+                        return receipt
+                    receipt = None
+                    continue
+                self._report(f"{what}: {confirmed}/{self.confirmations} confirmations")
+            if time.monotonic() >= deadline:
+                raise TransactionTimeout(
+                    f"{what} 0x{tx_hash.hex()} not confirmed after {self.receipt_timeout:.0f}s "
+                    f"(wanted {self.confirmations} confirmations)",
+                    tx_hash=tx_hash.hex(), timeout=self.receipt_timeout)
+            time.sleep(interval)
+            interval = min(interval * 2, self.poll_interval)
+
+    def _report(self, message: str) -> None:
+        log.debug("%s", message)
+        if self.progress is not None:
+            self.progress(message)
+
+    def _token_domain(self, erc20: Any) -> dict[str, Any]:
+        try:
+            got = self._call("eip712Domain", erc20.functions.eip712Domain().call)
+            return {"name": got[1], "version": got[2], "chainId": int(got[3]),
+                    "verifyingContract": str(got[4])}
+        except (ContractRevert, ChainError, ValueError):
+            # Pre-EIP-5267 tokens: OpenZeppelin's ERC20Permit uses version "1" and the name.
+            name = str(self._call("name", erc20.functions.name().call))
+            return {"name": name, "version": "1", "chainId": self.chain_id(),
+                    "verifyingContract": str(erc20.address)}
+
+
+def _as_artifact(artifact: Artifact | str | Path | None) -> Artifact:
+    if isinstance(artifact, Artifact):
+        return artifact
+    return load_artifact(artifact if artifact is not None else DEFAULT_ARTIFACT)
+
+
+def _require_positive(amount: int, what: str) -> None:
+    if amount <= 0:
+        raise PreconditionFailed(f"{what} amount must be positive, got {amount}", amount=amount)
+
+
+def _to_channel(channel_id: bytes, raw: Any) -> OnchainChannel:
+    # web3 returns the struct as a tuple in ABI order: payer, payee, token, deposit, claimed,
+    # challengePeriod, closesAt, status (PROTOCOL.md fixes the names, so map by name if we can).
+    if isinstance(raw, dict):
+        fields = [raw[k] for k in ("payer", "payee", "token", "deposit", "claimed",
+                                   "challengePeriod", "closesAt", "status")]
+    else:
+        fields = list(raw)
+    payer, payee, token, deposit, claimed, period, closes_at, status = fields
+    return OnchainChannel(
+        channel_id=channel_id,
+        payer=_address(payer),
+        payee=_address(payee),
+        token=_address(token),
+        deposit=int(deposit),
+        claimed=int(claimed),
+        challenge_period=int(period),
+        closes_at=int(closes_at),
+        status=ChannelStatus(int(status)),
+    )
+
+
+def _typed_event(name: str, v: dict[str, Any], meta: LogMeta) -> ChannelEvent:
+    if name == "ChannelOpened":
+        return ChannelOpened(bytes(v["channelId"]), _address(v["payer"]), _address(v["payee"]),
+                             _address(v["token"]), int(v["deposit"]), int(v["challengePeriod"]),
+                             meta)
+    if name == "ChannelToppedUp":
+        return ChannelToppedUp(bytes(v["channelId"]), int(v["amount"]), int(v["deposit"]), meta)
+    if name == "Claimed":
+        return Claimed(bytes(v["channelId"]), int(v["cumulativeAmount"]), int(v["paid"]), meta)
+    if name == "CloseStarted":
+        return CloseStarted(bytes(v["channelId"]), int(v["closesAt"]), meta)
+    if name == "ChannelClosed":
+        return ChannelClosed(bytes(v["channelId"]), int(v["payeeTotal"]), int(v["payerRefund"]),
+                             meta)
+    return OtherEvent(name, tuple(sorted(v.items())), meta)
+
+
+# Only what the client needs from a token, so it works with any ERC-20 / ERC-2612.
+_ERC20_ABI: list[dict[str, Any]] = [
+    {"type": "function", "name": "approve", "stateMutability": "nonpayable",
+     "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+     "outputs": [{"name": "", "type": "bool"}]},
+    {"type": "function", "name": "allowance", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+     "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "balanceOf", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}],
+     "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "nonces", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}],
+     "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "name", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "", "type": "string"}]},
+    {"type": "function", "name": "eip712Domain", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "fields", "type": "bytes1"}, {"name": "name", "type": "string"},
+                 {"name": "version", "type": "string"}, {"name": "chainId", "type": "uint256"},
+                 {"name": "verifyingContract", "type": "address"},
+                 {"name": "salt", "type": "bytes32"},
+                 {"name": "extensions", "type": "uint256[]"}]},
+]
