@@ -1,0 +1,592 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+/// @title PaymentChannels
+/// @notice Unidirectional payer -> payee payment channels in ETH or ERC-20, all held by this one
+/// contract (Piecework protocol v1, see shared/PROTOCOL.md). The payer funds a channel and pays
+/// per micro-task with off-chain EIP-712 `Voucher`s carrying a cumulative amount; the payee
+/// claims whenever it likes and closes whenever it likes; the payer can force a close after a
+/// challenge period. Funds only ever move to the channel's payer or payee.
+/// @dev Storage is three packed words per channel (see `_Slots`), chosen so that an ETH `open`
+/// writes two fresh slots and `startClose` one nonzero -> nonzero slot. Amounts are therefore
+/// capped at 2^96 - 1 (`MAX_DEPOSIT`, ~7.9e28: 79 billion tokens at 18 decimals), and
+/// `open`/`topUp` revert `DepositTooLarge` beyond it.
+contract PaymentChannels is EIP712, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    // ---------------------------------------------------------------- protocol types
+
+    /// @notice Lifecycle of a channel id. `None` ids were never used; `Closed` ids stay used.
+    enum Status {
+        None,
+        Open,
+        Closing,
+        Closed
+    }
+
+    /// @notice The stable external view of a channel (PROTOCOL.md), independent of the packing.
+    struct Channel {
+        address payer;
+        address payee;
+        address token;
+        uint256 deposit;
+        uint256 claimed;
+        uint64 challengePeriod;
+        uint64 closesAt;
+        Status status;
+    }
+
+    /// @notice One entry of `claimMany`.
+    struct Claim {
+        bytes32 channelId;
+        uint256 cumulativeAmount;
+        bytes payerSignature;
+    }
+
+    /// @notice EIP-712 type of the payer's voucher.
+    bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(bytes32 channelId,uint256 cumulativeAmount)");
+    /// @notice EIP-712 type of the payee's receipt. Never verified on chain; published so every
+    /// client hashes receipts with the same string.
+    bytes32 public constant RECEIPT_TYPEHASH =
+        keccak256("Receipt(bytes32 channelId,uint256 cumulativeAmount,bytes32 taskId)");
+    /// @notice EIP-712 type of the payee's consent to close at a final amount.
+    bytes32 public constant CLOSE_CONSENT_TYPEHASH =
+        keccak256("CloseConsent(bytes32 channelId,uint256 cumulativeAmount)");
+
+    /// @notice Upper bound on `challengePeriod` (30 days): long enough for any watchtower, short
+    /// enough that a payer's refund cannot be locked for an unreasonable time.
+    uint64 public constant MAX_CHALLENGE_PERIOD = 30 days;
+    /// @notice Largest deposit a channel can hold (2^96 - 1), a consequence of the packed storage.
+    uint256 public constant MAX_DEPOSIT = type(uint96).max;
+
+    // ---------------------------------------------------------------- events
+
+    /// @notice A channel was opened and funded with `deposit`.
+    event ChannelOpened(
+        bytes32 indexed channelId,
+        address indexed payer,
+        address indexed payee,
+        address token,
+        uint256 deposit,
+        uint64 challengePeriod
+    );
+    /// @notice `amount` was added; `deposit` is the new total.
+    event ChannelToppedUp(bytes32 indexed channelId, uint256 amount, uint256 deposit);
+    /// @notice The payee was paid `paid`; `cumulativeAmount` is the channel's new claimed total
+    /// (`min(voucher amount, deposit)`), i.e. what the payee has received from it so far.
+    event Claimed(bytes32 indexed channelId, uint256 cumulativeAmount, uint256 paid);
+    /// @notice The payer started a unilateral close; `settle` is possible from `closesAt` on.
+    event CloseStarted(bytes32 indexed channelId, uint64 closesAt);
+    /// @notice The channel is closed: the payee received `payeeTotal` over its lifetime and the
+    /// payer got `payerRefund` back now.
+    event ChannelClosed(bytes32 indexed channelId, uint256 payeeTotal, uint256 payerRefund);
+    /// @notice A payout to `account` reverted (e.g. a contract that rejects ETH, a blacklisted
+    /// token holder); `amount` was credited to `owed(account, token)` instead, so the other party's
+    /// funds never get stuck. `account` collects it with `withdraw`.
+    event PaymentDeferred(address indexed account, address indexed token, uint256 amount);
+    /// @notice `account` withdrew its deferred balance of `token` to `to`.
+    event Withdrawn(address indexed account, address indexed token, address to, uint256 amount);
+
+    // ---------------------------------------------------------------- errors
+
+    error ChannelIdUsed(bytes32 channelId);
+    error ChannelNotOpen(bytes32 channelId, Status status);
+    error ChannelClosing(bytes32 channelId, uint64 closesAt);
+    error ChannelNotClosing(bytes32 channelId, Status status);
+    error ChallengePeriodOver(bytes32 channelId, uint64 closesAt);
+    error ChallengePeriodNotOver(bytes32 channelId, uint64 closesAt, uint256 timestamp);
+    error InvalidChallengePeriod(uint64 challengePeriod, uint64 maxChallengePeriod);
+    error InvalidPayee(address payee);
+    error ZeroAmount();
+    error DepositTooLarge(uint256 deposit, uint256 maxDeposit);
+    error EthNotAccepted(uint256 value);
+    error WrongEthAmount(uint256 value, uint256 amount);
+    error FeeOnTransferToken(address token, uint256 expected, uint256 received);
+    error NotPayer(bytes32 channelId, address caller, address payer);
+    error NotPayee(bytes32 channelId, address caller, address payee);
+    error InvalidSignature(bytes32 channelId, address expectedSigner, address recoveredSigner);
+    error NothingToClaim(bytes32 channelId, uint256 cumulativeAmount, uint256 claimed);
+    error NothingToWithdraw(address account, address token);
+    error EthTransferFailed(address to, uint256 amount);
+
+    // ---------------------------------------------------------------- storage
+
+    /// @dev Three packed words per channel; bit offsets below (low bits first):
+    ///   a: payer [0,160) | challengePeriod uint32 [160,192) | closesAt uint40 [192,232) | status uint8 [232,240)
+    ///   b: payee [0,160) | deposit uint96 [160,256)
+    ///   c: token [0,160) | claimed uint96 [160,256)
+    /// For an ETH channel `c` stays zero until the first claim, so `open` costs two fresh slots.
+    /// Once closed, `b` and `c` are deleted (the storage refund pays part of every close) and `a`
+    /// keeps payer, challengePeriod, closesAt and status = Closed: enough to keep the id used
+    /// forever, to show who opened it and when it closed. The final split is in `ChannelClosed`.
+    struct _Slots {
+        uint256 a;
+        uint256 b;
+        uint256 c;
+    }
+
+    mapping(bytes32 channelId => _Slots) private _channels;
+
+    /// @notice Deferred payouts (see `PaymentDeferred`), by account and token (address(0) = ETH).
+    mapping(address account => mapping(address token => uint256)) public owed;
+
+    uint256 private constant _ADDR_MASK = (1 << 160) - 1;
+    uint256 private constant _STATUS_OPEN = uint256(Status.Open) << 232;
+    uint256 private constant _STATUS_CLOSING = uint256(Status.Closing) << 232;
+    uint256 private constant _STATUS_CLOSED = uint256(Status.Closed) << 232;
+
+    constructor() EIP712("PaymentChannels", "1") {}
+
+    // ---------------------------------------------------------------- open / fund
+
+    /// @notice Opens a channel from `msg.sender` to `payee` and funds it with `amount`.
+    /// @dev ETH (`token == address(0)`): `msg.value` must equal `amount`. ERC-20: pulls `amount`
+    /// with transferFrom (approve first), no ETH allowed; tokens that deliver less than `amount`
+    /// (fee-on-transfer) are rejected. The id is `channelId(msg.sender, payee, token, salt)` and can
+    /// never be opened twice.
+    /// @param payee Receiver of the vouchers' value; must not be address(0).
+    /// @param token ERC-20 token, or address(0) for ETH.
+    /// @param amount Deposit, 0 < amount <= MAX_DEPOSIT.
+    /// @param challengePeriod Seconds between `startClose` and `settle`, 0 < p <= MAX_CHALLENGE_PERIOD.
+    /// @param salt Payer-chosen salt that makes the id unique and known before mining.
+    /// @return channelId The new channel's id.
+    function open(address payee, address token, uint256 amount, uint64 challengePeriod, bytes32 salt)
+        external
+        payable
+        nonReentrant
+        returns (bytes32 channelId)
+    {
+        channelId = _open(payee, token, amount, challengePeriod, salt);
+    }
+
+    /// @notice Opens an ERC-20 channel in one transaction using an EIP-2612 permit for `amount`.
+    /// @dev The permit call is tried and its failure ignored: if someone front-ran the permit, the
+    /// allowance is already in place and the open still succeeds; otherwise transferFrom reverts.
+    /// @param payee Receiver of the vouchers' value.
+    /// @param token EIP-2612 token (not address(0)).
+    /// @param amount Deposit and permit value.
+    /// @param challengePeriod Seconds between `startClose` and `settle`.
+    /// @param salt Payer-chosen salt.
+    /// @param deadline Permit deadline.
+    /// @param v Permit signature v.
+    /// @param r Permit signature r.
+    /// @param s Permit signature s.
+    /// @return channelId The new channel's id.
+    function openWithPermit(
+        address payee,
+        address token,
+        uint256 amount,
+        uint64 challengePeriod,
+        bytes32 salt,
+        uint256 deadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant returns (bytes32 channelId) {
+        if (token == address(0)) revert EthNotAccepted(0);
+        try IERC20Permit(token).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
+        channelId = _open(payee, token, amount, challengePeriod, salt);
+    }
+
+    /// @notice Adds `amount` to an open channel's deposit. Anyone may fund any open channel.
+    /// @dev Not allowed once `startClose` was called (`ChannelClosing`). ETH: `msg.value == amount`.
+    /// @param channelId The channel to fund.
+    /// @param amount Amount added (> 0); the new deposit must stay <= MAX_DEPOSIT.
+    function topUp(bytes32 channelId, uint256 amount) external payable nonReentrant {
+        _Slots storage ch = _channels[channelId];
+        uint256 a = ch.a;
+        if (_statusOf(a) != Status.Open) {
+            if (_statusOf(a) == Status.Closing) revert ChannelClosing(channelId, _closesAtOf(a));
+            revert ChannelNotOpen(channelId, _statusOf(a));
+        }
+        if (amount == 0) revert ZeroAmount();
+        uint256 b = ch.b;
+        uint256 deposit = (b >> 160) + amount;
+        if (deposit > MAX_DEPOSIT) revert DepositTooLarge(deposit, MAX_DEPOSIT);
+        ch.b = (b & _ADDR_MASK) | (deposit << 160);
+        emit ChannelToppedUp(channelId, amount, deposit);
+        _pullFunds(address(uint160(ch.c)), amount);
+    }
+
+    // ---------------------------------------------------------------- pay out
+
+    /// @notice Pays the payee `min(cumulativeAmount, deposit) - claimed`; the channel stays open.
+    /// Anyone may submit the payer's voucher (the money only goes to the payee).
+    /// @dev Allowed while open and while closing until `closesAt`. Reverts `NothingToClaim` if the
+    /// voucher pays nothing, `InvalidSignature` unless the payer signed Voucher(channelId, cumulativeAmount).
+    /// @param channelId The channel.
+    /// @param cumulativeAmount The voucher's cumulative amount.
+    /// @param payerSignature 65-byte EIP-712 signature of the payer over the voucher.
+    function claim(bytes32 channelId, uint256 cumulativeAmount, bytes calldata payerSignature)
+        external
+        nonReentrant
+    {
+        _Slots storage ch = _channels[channelId];
+        uint256 a = ch.a;
+        _requireLive(channelId, a);
+        uint256 c = ch.c;
+        uint256 claimed = c >> 160;
+        uint256 b = ch.b;
+        uint256 newClaimed = _min(cumulativeAmount, b >> 160);
+        if (newClaimed <= claimed) revert NothingToClaim(channelId, cumulativeAmount, claimed);
+        _verify(channelId, VOUCHER_TYPEHASH, cumulativeAmount, payerSignature, address(uint160(a)));
+        ch.c = (c & _ADDR_MASK) | (newClaimed << 160);
+        emit Claimed(channelId, newClaimed, newClaimed - claimed);
+        _pay(address(uint160(c)), address(uint160(b)), newClaimed - claimed);
+    }
+
+    /// @notice `claim` for many channels in one transaction. Entries that would pay nothing (stale
+    /// voucher, channel not open or past `closesAt`, duplicate) are skipped without checking their
+    /// signature; any other entry with a bad signature reverts the whole batch.
+    /// @dev Consecutive entries with the same (payee, token) are paid with one transfer, so sort
+    /// the batch by payee and token to pay once per run.
+    /// @param claims The vouchers to redeem.
+    function claimMany(Claim[] calldata claims) external nonReentrant {
+        address runPayee;
+        address runToken;
+        uint256 runAmount;
+        uint256 n = claims.length;
+        for (uint256 i; i < n; ) {
+            (address payee, address token, uint256 paid) = _claimEntry(claims[i]);
+            if (paid != 0) {
+                if (payee != runPayee || token != runToken) {
+                    if (runAmount != 0) _pay(runToken, runPayee, runAmount);
+                    (runPayee, runToken, runAmount) = (payee, token, 0);
+                }
+                // Safe: each payout is <= its channel's deposit, and the sum of all deposits is
+                // bounded by what the contract holds (at most the total supply of ETH / the token).
+                unchecked {
+                    runAmount += paid;
+                }
+            }
+            // Safe: i < n <= calldata length, far below 2^256.
+            unchecked {
+                ++i;
+            }
+        }
+        if (runAmount != 0) _pay(runToken, runPayee, runAmount);
+    }
+
+    // ---------------------------------------------------------------- close
+
+    /// @notice Payee only: claims with the payer's voucher and closes at once; the rest of the
+    /// deposit goes back to the payer.
+    /// @dev A voucher not above `claimed` adds nothing and its signature is not checked, so the
+    /// payee can always close (e.g. to refund the payer) with `cumulativeAmount = 0` and empty bytes.
+    /// @param channelId The channel.
+    /// @param cumulativeAmount The voucher's cumulative amount.
+    /// @param payerSignature The payer's EIP-712 Voucher signature.
+    function closeByPayee(bytes32 channelId, uint256 cumulativeAmount, bytes calldata payerSignature)
+        external
+        nonReentrant
+    {
+        _Slots storage ch = _channels[channelId];
+        uint256 a = ch.a;
+        _requireLive(channelId, a);
+        uint256 b = ch.b;
+        if (msg.sender != address(uint160(b))) revert NotPayee(channelId, msg.sender, address(uint160(b)));
+        _closeWithVoucher(ch, channelId, a, b, cumulativeAmount, payerSignature);
+    }
+
+    /// @notice Anyone: closes at once with the payee's `CloseConsent(channelId, cumulativeAmount)`
+    /// and the payer's `Voucher` for the same amount; the payee is paid up to that amount (capped
+    /// by the deposit) and the payer gets the rest.
+    /// @dev The voucher is only checked when it pays the payee something beyond `claimed`.
+    /// @param channelId The channel.
+    /// @param cumulativeAmount The final cumulative amount both parties agree on.
+    /// @param payerSignature The payer's EIP-712 Voucher signature.
+    /// @param payeeSignature The payee's EIP-712 CloseConsent signature.
+    function cooperativeClose(
+        bytes32 channelId,
+        uint256 cumulativeAmount,
+        bytes calldata payerSignature,
+        bytes calldata payeeSignature
+    ) external nonReentrant {
+        _Slots storage ch = _channels[channelId];
+        uint256 a = ch.a;
+        _requireLive(channelId, a);
+        uint256 b = ch.b;
+        _verify(channelId, CLOSE_CONSENT_TYPEHASH, cumulativeAmount, payeeSignature, address(uint160(b)));
+        _closeWithVoucher(ch, channelId, a, b, cumulativeAmount, payerSignature);
+    }
+
+    /// @notice Payer only: starts a unilateral close; `closesAt = now + challengePeriod`. Until
+    /// then the payee (or anyone with its voucher) can still claim or close; from then on only
+    /// `settle`. Top-ups are no longer accepted.
+    /// @param channelId The channel.
+    function startClose(bytes32 channelId) external {
+        _Slots storage ch = _channels[channelId];
+        uint256 a = ch.a;
+        if (_statusOf(a) != Status.Open) {
+            if (_statusOf(a) == Status.Closing) revert ChannelClosing(channelId, _closesAtOf(a));
+            revert ChannelNotOpen(channelId, _statusOf(a));
+        }
+        if (msg.sender != address(uint160(a))) revert NotPayer(channelId, msg.sender, address(uint160(a)));
+        // Safe: challengePeriod <= 30 days and block.timestamp fits 40 bits for ~35,000 years.
+        uint64 closesAt;
+        unchecked {
+            closesAt = uint64(block.timestamp + _challengePeriodOf(a));
+        }
+        ch.a = (a & ((1 << 192) - 1)) | (uint256(closesAt) << 192) | _STATUS_CLOSING;
+        emit CloseStarted(channelId, closesAt);
+    }
+
+    /// @notice Anyone, once `block.timestamp >= closesAt`: refunds `deposit - claimed` to the
+    /// payer and closes the channel.
+    /// @param channelId The channel.
+    function settle(bytes32 channelId) external nonReentrant {
+        _Slots storage ch = _channels[channelId];
+        uint256 a = ch.a;
+        if (_statusOf(a) != Status.Closing) revert ChannelNotClosing(channelId, _statusOf(a));
+        uint64 closesAt = _closesAtOf(a);
+        if (block.timestamp < closesAt) revert ChallengePeriodNotOver(channelId, closesAt, block.timestamp);
+        uint256 c = ch.c;
+        uint256 claimed = c >> 160;
+        // Safe: claimed <= deposit is an invariant of every write to `b` and `c`.
+        uint256 refund;
+        unchecked {
+            refund = (ch.b >> 160) - claimed;
+        }
+        ch.a = (a & ((1 << 232) - 1)) | _STATUS_CLOSED;
+        delete ch.b;
+        delete ch.c;
+        emit ChannelClosed(channelId, claimed, refund);
+        if (refund != 0) _pay(address(uint160(c)), address(uint160(a)), refund);
+    }
+
+    /// @notice Collects the caller's deferred payouts of `token` (address(0) = ETH) and sends
+    /// them to `to` (which may differ from the caller, e.g. when the caller cannot receive ETH).
+    /// @param token The token, or address(0) for ETH.
+    /// @param to Receiver of the funds.
+    function withdraw(address token, address to) external nonReentrant {
+        uint256 amount = owed[msg.sender][token];
+        if (amount == 0) revert NothingToWithdraw(msg.sender, token);
+        owed[msg.sender][token] = 0;
+        emit Withdrawn(msg.sender, token, to, amount);
+        if (token == address(0)) {
+            bool ok;
+            assembly ("memory-safe") {
+                ok := call(gas(), to, amount, 0, 0, 0, 0)
+            }
+            if (!ok) revert EthTransferFailed(to, amount);
+        } else {
+            IERC20(token).safeTransfer(to, amount);
+        }
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice The channel's state in the stable protocol shape. For a closed channel payee,
+    /// token, deposit and claimed read as zero (see `ChannelClosed` for the final split); payer,
+    /// challengePeriod, closesAt (time of closing) and status stay.
+    /// @param channelId The channel.
+    /// @return channel The channel's fields.
+    function getChannel(bytes32 channelId) external view returns (Channel memory channel) {
+        _Slots storage ch = _channels[channelId];
+        uint256 a = ch.a;
+        uint256 b = ch.b;
+        uint256 c = ch.c;
+        channel = Channel({
+            payer: address(uint160(a)),
+            payee: address(uint160(b)),
+            token: address(uint160(c)),
+            deposit: b >> 160,
+            claimed: c >> 160,
+            challengePeriod: _challengePeriodOf(a),
+            closesAt: _closesAtOf(a),
+            status: _statusOf(a)
+        });
+    }
+
+    /// @notice The id a channel from `payer` to `payee` in `token` with `salt` gets.
+    /// @param payer The payer.
+    /// @param payee The payee.
+    /// @param token The token (address(0) for ETH).
+    /// @param salt The payer's salt.
+    /// @return The id, `keccak256(abi.encode(payer, payee, token, salt))`.
+    function channelId(address payer, address payee, address token, bytes32 salt) public pure returns (bytes32) {
+        return keccak256(abi.encode(payer, payee, token, salt));
+    }
+
+    /// @notice EIP-712 digest the payer signs for `Voucher(channelId, cumulativeAmount)`.
+    /// @param id The channel.
+    /// @param cumulativeAmount The cumulative amount.
+    /// @return The digest.
+    function hashVoucher(bytes32 id, uint256 cumulativeAmount) external view returns (bytes32) {
+        return _digest(VOUCHER_TYPEHASH, id, cumulativeAmount);
+    }
+
+    /// @notice EIP-712 digest the payee signs for `CloseConsent(channelId, cumulativeAmount)`.
+    /// @param id The channel.
+    /// @param cumulativeAmount The final cumulative amount.
+    /// @return The digest.
+    function hashCloseConsent(bytes32 id, uint256 cumulativeAmount) external view returns (bytes32) {
+        return _digest(CLOSE_CONSENT_TYPEHASH, id, cumulativeAmount);
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    function _open(address payee, address token, uint256 amount, uint64 challengePeriod, bytes32 salt)
+        private
+        returns (bytes32 id)
+    {
+        id = channelId(msg.sender, payee, token, salt);
+        _Slots storage ch = _channels[id];
+        if (ch.a != 0) revert ChannelIdUsed(id);
+        if (payee == address(0)) revert InvalidPayee(payee);
+        if (challengePeriod == 0 || challengePeriod > MAX_CHALLENGE_PERIOD) {
+            revert InvalidChallengePeriod(challengePeriod, MAX_CHALLENGE_PERIOD);
+        }
+        if (amount == 0) revert ZeroAmount();
+        if (amount > MAX_DEPOSIT) revert DepositTooLarge(amount, MAX_DEPOSIT);
+        ch.a = uint256(uint160(msg.sender)) | (uint256(challengePeriod) << 160) | _STATUS_OPEN;
+        ch.b = uint256(uint160(payee)) | (amount << 160);
+        if (token != address(0)) ch.c = uint256(uint160(token));
+        emit ChannelOpened(id, msg.sender, payee, token, amount, challengePeriod);
+        _pullFunds(token, amount);
+    }
+
+    /// @dev One claimMany entry: books the claim and returns what the payee is owed (0 = skipped).
+    function _claimEntry(Claim calldata cl) private returns (address payee, address token, uint256 paid) {
+        bytes32 id = cl.channelId;
+        _Slots storage ch = _channels[id];
+        uint256 a = ch.a;
+        if (!_isLive(a)) return (address(0), address(0), 0);
+        uint256 c = ch.c;
+        uint256 claimed = c >> 160;
+        uint256 b = ch.b;
+        uint256 newClaimed = _min(cl.cumulativeAmount, b >> 160);
+        if (newClaimed <= claimed) return (address(0), address(0), 0);
+        _verify(id, VOUCHER_TYPEHASH, cl.cumulativeAmount, cl.payerSignature, address(uint160(a)));
+        ch.c = (c & _ADDR_MASK) | (newClaimed << 160);
+        // Safe: newClaimed > claimed was checked above.
+        unchecked {
+            paid = newClaimed - claimed;
+        }
+        emit Claimed(id, newClaimed, paid);
+        return (address(uint160(b)), address(uint160(c)), paid);
+    }
+
+    /// @dev Takes `amount` of `token` from msg.sender (ETH: checks msg.value) and checks that all
+    /// of it arrived, so the books never credit more than the contract holds.
+    function _pullFunds(address token, uint256 amount) private {
+        if (token == address(0)) {
+            if (msg.value != amount) revert WrongEthAmount(msg.value, amount);
+            return;
+        }
+        if (msg.value != 0) revert EthNotAccepted(msg.value);
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = IERC20(token).balanceOf(address(this)) - before;
+        if (received != amount) revert FeeOnTransferToken(token, amount, received);
+    }
+
+    /// @dev Shared tail of closeByPayee / cooperativeClose: pay up to the voucher, refund the rest.
+    function _closeWithVoucher(
+        _Slots storage ch,
+        bytes32 id,
+        uint256 a,
+        uint256 b,
+        uint256 cumulativeAmount,
+        bytes calldata payerSignature
+    ) private {
+        uint256 c = ch.c;
+        uint256 claimed = c >> 160;
+        uint256 deposit = b >> 160;
+        uint256 payeeTotal = _min(cumulativeAmount, deposit);
+        if (payeeTotal > claimed) {
+            _verify(id, VOUCHER_TYPEHASH, cumulativeAmount, payerSignature, address(uint160(a)));
+        } else {
+            payeeTotal = claimed;
+        }
+        // Keep payer, challengePeriod and status = Closed; record the time of closing.
+        ch.a = (a & ((1 << 192) - 1)) | (block.timestamp << 192) | _STATUS_CLOSED;
+        delete ch.b;
+        delete ch.c;
+        // Safe: claimed <= payeeTotal <= deposit.
+        unchecked {
+            emit ChannelClosed(id, payeeTotal, deposit - payeeTotal);
+            address token = address(uint160(c));
+            if (payeeTotal != claimed) _pay(token, address(uint160(b)), payeeTotal - claimed);
+            if (deposit != payeeTotal) _pay(token, address(uint160(a)), deposit - payeeTotal);
+        }
+    }
+
+    /// @dev Sends funds; a payout that reverts is credited to `owed` instead of blocking the
+    /// operation (a payee that rejects ETH must not lock the payer's refund, and vice versa).
+    function _pay(address token, address to, uint256 amount) private {
+        bool ok;
+        if (token == address(0)) {
+            // No return data is copied, so a hostile receiver cannot return-bomb us.
+            assembly ("memory-safe") {
+                ok := call(gas(), to, amount, 0, 0, 0, 0)
+            }
+        } else {
+            ok = IERC20(token).trySafeTransfer(to, amount);
+        }
+        if (!ok) {
+            owed[to][token] += amount;
+            emit PaymentDeferred(to, token, amount);
+        }
+    }
+
+    function _verify(bytes32 id, bytes32 typehash, uint256 amount, bytes calldata signature, address signer)
+        private
+        view
+    {
+        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecoverCalldata(
+            _digest(typehash, id, amount),
+            signature
+        );
+        if (err != ECDSA.RecoverError.NoError || recovered != signer) revert InvalidSignature(id, signer, recovered);
+    }
+
+    function _digest(bytes32 typehash, bytes32 id, uint256 amount) private view returns (bytes32) {
+        bytes32 structHash;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            mstore(add(ptr, 0x20), id)
+            mstore(add(ptr, 0x40), amount)
+            structHash := keccak256(ptr, 0x60)
+        }
+        return _hashTypedDataV4(structHash);
+    }
+
+    /// @dev Claims and closes are possible while open, and while closing until `closesAt`.
+    function _requireLive(bytes32 id, uint256 a) private view {
+        Status status = _statusOf(a);
+        if (status == Status.Open) return;
+        if (status != Status.Closing) revert ChannelNotOpen(id, status);
+        uint64 closesAt = _closesAtOf(a);
+        if (block.timestamp >= closesAt) revert ChallengePeriodOver(id, closesAt);
+    }
+
+    function _isLive(uint256 a) private view returns (bool) {
+        Status status = _statusOf(a);
+        return status == Status.Open || (status == Status.Closing && block.timestamp < _closesAtOf(a));
+    }
+
+    function _statusOf(uint256 a) private pure returns (Status) {
+        return Status(uint8(a >> 232));
+    }
+
+    function _closesAtOf(uint256 a) private pure returns (uint64) {
+        return uint64(uint40(a >> 192));
+    }
+
+    function _challengePeriodOf(uint256 a) private pure returns (uint64) {
+        return uint64(uint32(a >> 160));
+    }
+
+    function _min(uint256 x, uint256 y) private pure returns (uint256) {
+        return x < y ? x : y;
+    }
+}
