@@ -70,8 +70,10 @@ __all__ = [
     "NonceManager",
     "OnchainChannel",
     "OtherEvent",
+    "PaymentDeferred",
     "PreconditionFailed",
     "TxResult",
+    "Withdrawn",
     "channel_id_for",
     "connect",
     "find_artifact",
@@ -251,6 +253,25 @@ class ChannelClosed:
 
 
 @dataclass(frozen=True)
+class PaymentDeferred:
+    """A payout to ``account`` failed and was credited to ``owed(account, token)`` instead."""
+
+    account: str
+    token: str
+    amount: int
+    meta: LogMeta
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    account: str
+    token: str
+    to: str
+    amount: int
+    meta: LogMeta
+
+
+@dataclass(frozen=True)
 class OtherEvent:
     """Any other event of the contract (e.g. a pull-payment withdrawal), decoded by its ABI."""
 
@@ -265,7 +286,8 @@ class OtherEvent:
 
 
 ChannelEvent: TypeAlias = (
-    ChannelOpened | ChannelToppedUp | Claimed | CloseStarted | ChannelClosed | OtherEvent
+    ChannelOpened | ChannelToppedUp | Claimed | CloseStarted | ChannelClosed
+    | PaymentDeferred | Withdrawn | OtherEvent
 )
 
 
@@ -339,7 +361,10 @@ class ErrorDecoder:
             return ContractRevert("UnknownError", (data.hex(),), f"unknown revert 0x{data.hex()}")
         name, types = known
         try:
-            values = tuple(_plain(v) for v in abi_decode(types, payload))
+            values = tuple(
+                to_checksum_address(v) if t == "address" else _plain(v)
+                for t, v in zip(types, abi_decode(types, payload), strict=True)
+            )
         except Exception:  # malformed payload: still report the name
             values = ()
         return ContractRevert(name, values)
@@ -570,6 +595,17 @@ class ChainClient:
         )
         return bytes(self._call("channelId", fn.call))
 
+    def owed(self, account: str, token: str = ZERO_ADDRESS) -> int:
+        """Deferred payouts ``account`` can collect with :meth:`withdraw` (pull payment)."""
+        fn = self.contract.functions.owed(_address(account), _address(token))
+        return int(self._call("owed", fn.call))
+
+    def voucher_digest(self, channel_id: bytes, cumulative_amount: int) -> bytes:
+        """The contract's own EIP-712 digest of a voucher (to check Python's against)."""
+        fn = self.contract.functions.hashVoucher(_bytes32(channel_id, "channel id"),
+                                                 cumulative_amount)
+        return bytes(self._call("hashVoucher", fn.call))
+
     def eip712_domain(self) -> dict[str, Any]:
         """The contract's EIP-5267 domain (name, version, chainId, verifyingContract)."""
         got = self._call("eip712Domain", self.contract.functions.eip712Domain().call)
@@ -724,6 +760,15 @@ class ChainClient:
                     f"now is {now} ({ch.closes_at - now}s left)",
                     closes_at=ch.closes_at, now=now)
         return self._transact("settle", self.contract.functions.settle(channel_id))
+
+    def withdraw(self, token: str = ZERO_ADDRESS, to: str | None = None) -> TxResult:
+        """Collect the sender's deferred payouts of ``token`` (see ``PaymentDeferred``)."""
+        token = _address(token)
+        if self.check_preconditions and self.owed(self.sender, token) == 0:
+            raise PreconditionFailed(f"nothing owed to {self.sender} in token {token}",
+                                     account=self.sender, token=token)
+        fn = self.contract.functions.withdraw(token, _address(to or self.sender))
+        return self._transact("withdraw", fn)
 
     def deploy(self, *args: Any) -> TxResult:
         """Deploy this client's artifact; the result carries ``contract_address``."""
@@ -1017,6 +1062,12 @@ def _typed_event(name: str, v: dict[str, Any], meta: LogMeta) -> ChannelEvent:
     if name == "ChannelClosed":
         return ChannelClosed(bytes(v["channelId"]), int(v["payeeTotal"]), int(v["payerRefund"]),
                              meta)
+    if name == "PaymentDeferred":
+        return PaymentDeferred(_address(v["account"]), _address(v["token"]), int(v["amount"]),
+                               meta)
+    if name == "Withdrawn":
+        return Withdrawn(_address(v["account"]), _address(v["token"]), _address(v["to"]),
+                         int(v["amount"]), meta)
     return OtherEvent(name, tuple(sorted(v.items())), meta)
 
 
