@@ -151,7 +151,7 @@ def _require_artifact(name: str) -> Path:
     try:
         return find_artifact(name, REPO_ROOT)
     except ConfigError:
-        pytest.fail(f"compiled artifact for {name} not found under {ARTIFACTS}: run `npm run build`")
+        pytest.fail(f"no compiled {name} under {ARTIFACTS}: run `npm run build` first")
 
 
 @pytest.fixture(scope="session")
