@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, TypeAlias, cast
 
@@ -51,6 +50,7 @@ from channel.errors import (
     NodeUnavailable,
     TransactionTimeout,
 )
+from channel.state import ChannelStatus, OnchainChannel
 
 __all__ = [
     "DEFAULT_ARTIFACT",
@@ -155,40 +155,7 @@ def load_artifact(path_or_name: str | Path, root: str | Path | None = None) -> A
 # --- values ------------------------------------------------------------------------------------
 
 
-class ChannelStatus(IntEnum):
-    """``getChannel(...).status`` as fixed in PROTOCOL.md."""
-
-    NONE = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
-
-@dataclass(frozen=True)
-class OnchainChannel:
-    """The contract's view of one channel (``getChannel``) at a given block."""
-
-    channel_id: bytes
-    payer: str
-    payee: str
-    token: str
-    deposit: int
-    claimed: int
-    challenge_period: int
-    closes_at: int
-    status: ChannelStatus
-
-    @property
-    def is_eth(self) -> bool:
-        return self.token == ZERO_ADDRESS
-
-    @property
-    def exists(self) -> bool:
-        return self.status is not ChannelStatus.NONE
-
-    @property
-    def unclaimed_deposit(self) -> int:
-        return self.deposit - self.claimed
+# ChannelStatus and OnchainChannel are the state machine's (channel.state): one shape.
 
 
 @dataclass(frozen=True)
@@ -691,10 +658,10 @@ class ChainClient:
                 f"cannot top up channel 0x{channel_id.hex()}: status is {ch.status.name}",
                 channel_id=channel_id.hex(), status=ch.status.name)
         _require_positive(amount, "top-up")
-        if not ch.is_eth:
+        if ch.token != ZERO_ADDRESS:
             self._ensure_allowance(ch.token, amount)
         fn = self.contract.functions.topUp(channel_id, amount)
-        return self._transact("topUp", fn, value=amount if ch.is_eth else 0)
+        return self._transact("topUp", fn, value=amount if ch.token == ZERO_ADDRESS else 0)
 
     def claim(self, channel_id: bytes, cumulative_amount: int, payer_signature: bytes) -> TxResult:
         self._check_claimable(channel_id, cumulative_amount)
@@ -827,7 +794,7 @@ class ChainClient:
         if not self.check_preconditions:
             return
         ch = self.get_channel(channel_id)
-        if ch.exists:
+        if ch.status is not ChannelStatus.NONE:
             raise PreconditionFailed(
                 f"channel id 0x{channel_id.hex()} was already used (status {ch.status.name}); "
                 "pick another salt", channel_id=channel_id.hex())
