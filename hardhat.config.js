@@ -19,6 +19,7 @@ export default {
     settings: {
       optimizer: { enabled: true, runs: 1_000_000 },
       evmVersion: "cancun",
+      viaIR: true,
     },
   },
   test: {

@@ -14,7 +14,15 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// per micro-task with off-chain EIP-712 `Voucher`s carrying a cumulative amount; the payee
 /// claims whenever it likes and closes whenever it likes; the payer can force a close after a
 /// challenge period. Funds only ever move to the channel's payer or payee.
-/// @dev Storage is three packed words per channel (see `_Slots`), chosen so that an ETH `open`
+/// @dev Reentrancy: every function writes all its state before its first external call
+/// (checks-effects-interactions). Functions with more than one payout (claimMany, closeByPayee,
+/// cooperativeClose) and withdraw also hold OpenZeppelin's transient `nonReentrant` lock. claim and
+/// settle end with their single payout after the last state write, so a lock would guard nothing
+/// and cost ~300 gas on the hottest paths. The pulls (open, openWithPermit, topUp) credit exactly
+/// `amount` and revert `FeeOnTransferToken` unless the contract's balance grew by exactly that, so
+/// a token hook that re-enters to deposit again makes the outer pull see too much and revert, and
+/// any other re-entrant call sees consistent state (tests/ReentrantToken cover each case).
+/// Storage is three packed words per channel (see `_Slots`), chosen so that an ETH `open`
 /// writes two fresh slots and `startClose` one nonzero -> nonzero slot. Amounts are therefore
 /// capped at 2^96 - 1 (`MAX_DEPOSIT`, ~7.9e28: 79 billion tokens at 18 decimals), and
 /// `open`/`topUp` revert `DepositTooLarge` beyond it.
@@ -115,6 +123,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     error NothingToClaim(bytes32 channelId, uint256 cumulativeAmount, uint256 claimed);
     error NothingToWithdraw(address account, address token);
     error EthTransferFailed(address to, uint256 amount);
+    error InvalidToken(address token);
 
     // ---------------------------------------------------------------- storage
 
@@ -138,6 +147,9 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     mapping(address account => mapping(address token => uint256)) public owed;
 
     uint256 private constant _ADDR_MASK = (1 << 160) - 1;
+    // Status as stored in bits [232,240) of word `a` (nothing above bit 240 is ever set).
+    uint256 private constant _OPEN = uint256(Status.Open);
+    uint256 private constant _CLOSING = uint256(Status.Closing);
     uint256 private constant _STATUS_OPEN = uint256(Status.Open) << 232;
     uint256 private constant _STATUS_CLOSING = uint256(Status.Closing) << 232;
     uint256 private constant _STATUS_CLOSED = uint256(Status.Closed) << 232;
@@ -160,7 +172,6 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     function open(address payee, address token, uint256 amount, uint64 challengePeriod, bytes32 salt)
         external
         payable
-        nonReentrant
         returns (bytes32 channelId)
     {
         channelId = _open(payee, token, amount, challengePeriod, salt);
@@ -189,7 +200,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint8 v,
         bytes32 r,
         bytes32 s
-    ) external nonReentrant returns (bytes32 channelId) {
+    ) external returns (bytes32 channelId) {
         if (token == address(0)) revert EthNotAccepted(0);
         try IERC20Permit(token).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
         channelId = _open(payee, token, amount, challengePeriod, salt);
@@ -199,11 +210,11 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @dev Not allowed once `startClose` was called (`ChannelClosing`). ETH: `msg.value == amount`.
     /// @param channelId The channel to fund.
     /// @param amount Amount added (> 0); the new deposit must stay <= MAX_DEPOSIT.
-    function topUp(bytes32 channelId, uint256 amount) external payable nonReentrant {
+    function topUp(bytes32 channelId, uint256 amount) external payable {
         _Slots storage ch = _channels[channelId];
         uint256 a = ch.a;
-        if (_statusOf(a) != Status.Open) {
-            if (_statusOf(a) == Status.Closing) revert ChannelClosing(channelId, _closesAtOf(a));
+        if (a >> 232 != _OPEN) {
+            if (a >> 232 == _CLOSING) revert ChannelClosing(channelId, _closesAtOf(a));
             revert ChannelNotOpen(channelId, _statusOf(a));
         }
         if (amount == 0) revert ZeroAmount();
@@ -224,10 +235,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @param channelId The channel.
     /// @param cumulativeAmount The voucher's cumulative amount.
     /// @param payerSignature 65-byte EIP-712 signature of the payer over the voucher.
-    function claim(bytes32 channelId, uint256 cumulativeAmount, bytes calldata payerSignature)
-        external
-        nonReentrant
-    {
+    function claim(bytes32 channelId, uint256 cumulativeAmount, bytes calldata payerSignature) external {
         _Slots storage ch = _channels[channelId];
         uint256 a = ch.a;
         _requireLive(channelId, a);
@@ -324,8 +332,8 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     function startClose(bytes32 channelId) external {
         _Slots storage ch = _channels[channelId];
         uint256 a = ch.a;
-        if (_statusOf(a) != Status.Open) {
-            if (_statusOf(a) == Status.Closing) revert ChannelClosing(channelId, _closesAtOf(a));
+        if (a >> 232 != _OPEN) {
+            if (a >> 232 == _CLOSING) revert ChannelClosing(channelId, _closesAtOf(a));
             revert ChannelNotOpen(channelId, _statusOf(a));
         }
         if (msg.sender != address(uint160(a))) revert NotPayer(channelId, msg.sender, address(uint160(a)));
@@ -341,10 +349,10 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @notice Anyone, once `block.timestamp >= closesAt`: refunds `deposit - claimed` to the
     /// payer and closes the channel.
     /// @param channelId The channel.
-    function settle(bytes32 channelId) external nonReentrant {
+    function settle(bytes32 channelId) external {
         _Slots storage ch = _channels[channelId];
         uint256 a = ch.a;
-        if (_statusOf(a) != Status.Closing) revert ChannelNotClosing(channelId, _statusOf(a));
+        if (a >> 232 != _CLOSING) revert ChannelNotClosing(channelId, _statusOf(a));
         uint64 closesAt = _closesAtOf(a);
         if (block.timestamp < closesAt) revert ChallengePeriodNotOver(channelId, closesAt, block.timestamp);
         uint256 c = ch.c;
@@ -482,10 +490,25 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
             return;
         }
         if (msg.value != 0) revert EthNotAccepted(msg.value);
-        uint256 before = IERC20(token).balanceOf(address(this));
+        uint256 before = _selfBalance(token);
         IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
-        uint256 received = IERC20(token).balanceOf(address(this)) - before;
+        uint256 received = _selfBalance(token) - before;
         if (received != amount) revert FeeOnTransferToken(token, amount, received);
+    }
+
+    /// @dev `token.balanceOf(address(this))` without the high-level call's extcodesize check and
+    /// ABI decoder: a call to an account without code, a revert or a short answer reverts.
+    function _selfBalance(address token) private view returns (uint256 bal) {
+        assembly ("memory-safe") {
+            mstore(0x00, 0x70a08231) // balanceOf(address)
+            mstore(0x20, address())
+            if iszero(and(gt(returndatasize(), 0x1f), staticcall(gas(), token, 0x1c, 0x24, 0x00, 0x20))) {
+                mstore(0x00, 0x961c9a4f) // InvalidToken(address)
+                mstore(0x20, token)
+                revert(0x1c, 0x24)
+            }
+            bal := mload(0x00)
+        }
     }
 
     /// @dev Shared tail of closeByPayee / cooperativeClose: pay up to the voucher, refund the rest.
@@ -562,16 +585,16 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
 
     /// @dev Claims and closes are possible while open, and while closing until `closesAt`.
     function _requireLive(bytes32 id, uint256 a) private view {
-        Status status = _statusOf(a);
-        if (status == Status.Open) return;
-        if (status != Status.Closing) revert ChannelNotOpen(id, status);
+        uint256 status = a >> 232;
+        if (status == _OPEN) return;
+        if (status != _CLOSING) revert ChannelNotOpen(id, _statusOf(a));
         uint64 closesAt = _closesAtOf(a);
         if (block.timestamp >= closesAt) revert ChallengePeriodOver(id, closesAt);
     }
 
     function _isLive(uint256 a) private view returns (bool) {
-        Status status = _statusOf(a);
-        return status == Status.Open || (status == Status.Closing && block.timestamp < _closesAtOf(a));
+        uint256 status = a >> 232;
+        return status == _OPEN || (status == _CLOSING && block.timestamp < _closesAtOf(a));
     }
 
     function _statusOf(uint256 a) private pure returns (Status) {
