@@ -75,7 +75,7 @@ class PieceworkError(Exception):
 # --- malformed input -------------------------------------------------------------------------
 
 
-class InvalidInput(PieceworkError):
+class InvalidInput(PieceworkError):  # noqa: N818 - names fixed by the protocol docs
     code = "invalid_input"
 
 
@@ -102,7 +102,7 @@ class MalformedSignature(InvalidInput):
 # --- well-formed but unacceptable payments -----------------------------------------------------
 
 
-class PaymentRejected(PieceworkError):
+class PaymentRejected(PieceworkError):  # noqa: N818 - names fixed by the protocol docs
     code = "payment_rejected"
 
 
@@ -155,11 +155,11 @@ class ChainError(PieceworkError):
     code = "chain_error"
 
 
-class NodeUnavailable(ChainError):
+class NodeUnavailable(ChainError):  # noqa: N818 - names fixed by the protocol docs
     code = "node_unavailable"
 
 
-class ContractRevert(ChainError):
+class ContractRevert(ChainError):  # noqa: N818 - names fixed by the protocol docs
     """The contract reverted; ``name`` is the Solidity custom error (e.g. ``InvalidSignature``)."""
 
     code = "contract_revert"
@@ -171,7 +171,7 @@ class ContractRevert(ChainError):
         self.revert_args = args
 
 
-class TransactionTimeout(ChainError):
+class TransactionTimeout(ChainError):  # noqa: N818 - names fixed by the protocol docs
     code = "transaction_timeout"
 
 

@@ -1,0 +1,109 @@
+"""The one ``Settings`` of Piecework, read from ``PIECEWORK_*`` environment variables (or ``.env``).
+
+Secrets (``private_key``, ``keystore_password``, ``operator_token``) are ``SecretStr``: their
+``repr``/``str`` print ``**********``, so logging the settings never leaks them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from channel.errors import ConfigError
+from channel.messages import parse_address
+from channel.state import DEFAULT_MIN_CHALLENGE_PERIOD
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///./.piecework/piecework.db"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service and the CLI; each field reads ``PIECEWORK_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIECEWORK_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    rpc_url: str = Field(
+        "http://127.0.0.1:8545", description="JSON-RPC endpoint of the Ethereum node."
+    )
+    contract_address: str | None = Field(
+        None,
+        description="Address of the deployed PaymentChannels contract (EIP-55 or lowercase).",
+    )
+    chain_id: int | None = Field(
+        None,
+        description="Expected chain id; when set, a node reporting another one is refused.",
+    )
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL; SQLite by default (its directory is created), or "
+        "postgresql://user@host:5432/db.",
+    )
+    operator_token: SecretStr | None = Field(
+        None, description="Bearer token for operator-only HTTP endpoints; unset disables them."
+    )
+    keystore: Path | None = Field(
+        None, description="Path of the payee's encrypted JSON keystore (Web3 Secret Storage)."
+    )
+    keystore_password: SecretStr | None = Field(None, description="Password of ``keystore``.")
+    private_key: SecretStr | None = Field(
+        None,
+        description="Raw 0x-hex private key, for development only; prefer ``keystore``.",
+    )
+    min_challenge_period: int = Field(
+        DEFAULT_MIN_CHALLENGE_PERIOD,
+        ge=0,
+        description="Refuse payments on channels whose challenge period (seconds) is shorter: "
+        "the payee needs that long to notice a close and claim.",
+    )
+    closing_margin: int = Field(
+        600,
+        ge=0,
+        description="Seconds before a closing channel's closesAt by which the watcher must "
+        "have submitted the payee's latest voucher.",
+    )
+    confirmations: int = Field(
+        1, ge=0, description="Blocks a chain event needs on top of it before it is acted on."
+    )
+    claim_min_unclaimed: int = Field(
+        0,
+        ge=0,
+        description="Claim a channel once accepted - claimed reaches this many token units "
+        "(0: only the age rule applies).",
+    )
+    claim_max_age_seconds: int = Field(
+        86_400,
+        ge=0,
+        description="Claim unclaimed value that is older than this many seconds anyway "
+        "(0 disables the age rule).",
+    )
+    host: str = Field("127.0.0.1", description="HTTP bind address (loopback by default).")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
+    max_body_bytes: int = Field(
+        16_384, gt=0, description="Largest request body the HTTP API reads."
+    )
+
+    @field_validator("contract_address")
+    @classmethod
+    def _checksummed(cls, value: str | None) -> str | None:
+        return None if value is None else parse_address(value)
+
+    @model_validator(mode="after")
+    def _database_dir(self) -> Settings:
+        # Create the SQLite directory up front so the first connection does not fail.
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
+            Path(self.database_url[len(prefix) :]).expanduser().parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        return self
+
+    def require_contract(self) -> str:
+        """The contract address, or ``ConfigError`` naming the variable to set."""
+        if self.contract_address is None:
+            raise ConfigError("set PIECEWORK_CONTRACT_ADDRESS to the PaymentChannels address")
+        return self.contract_address

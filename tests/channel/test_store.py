@@ -1,0 +1,245 @@
+"""The store on SQLite and PostgreSQL: lossless uint256, migrations, atomic compare-and-set."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from payee_helpers import (
+    DOMAIN,
+    PAYEE_KEY,
+    PAYER_KEY,
+    make_onchain,
+    pay_until,
+)
+from sqlalchemy.engine import Engine
+
+from channel.messages import MAX_UINT256, Domain, Receipt
+from channel.payee import InMemoryChannelSource, PayeeService
+from channel.signing import Signer
+from channel.state import ChannelStatus, OnchainChannel, PaymentAccepted
+from channel.store import (
+    PayeeStore,
+    PayerStore,
+    PendingPayment,
+    make_engine,
+    metadata,
+    migrate,
+)
+
+CID = b"\xc1" * 32
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> PayeeStore:
+    return PayeeStore(engine)
+
+
+def pending(prev: int, new: int, task: int, sig: bytes = b"\x01" * 65) -> PendingPayment:
+    event = PaymentAccepted(CID, task.to_bytes(32, "big"), new - prev, prev, new, sig)
+    return PendingPayment(event, f"task-{task}", b"\x02" * 65)
+
+
+def test_migrated_schema_matches_the_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_sqlite_pragmas(tmp_path: object) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/sub/dir/x.db")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**53 + 1, 2**63, 2**64 + 1, 10**77, MAX_UINT256])
+def test_uint256_roundtrip(store: PayeeStore, value: int) -> None:
+    store.upsert_channel(make_onchain(CID, deposit=value, claimed=value))
+    state = store.channel(CID)
+    assert state is not None
+    assert (state.deposit, state.claimed, state.accepted) == (value, value, value)
+
+
+def test_uint256_orders_numerically(store: PayeeStore, engine: Engine) -> None:
+    values = [MAX_UINT256, 2**64, 9, 10, 2**63 + 1, 0]
+    for i, v in enumerate(values):
+        store.upsert_channel(make_onchain(i.to_bytes(32, "big"), deposit=v))
+    channels = store.channel.__self__.engine  # type: ignore[attr-defined]
+    table = metadata.tables["channels"]
+    with channels.connect() as conn:
+        got = [r.deposit for r in conn.execute(sa.select(table).order_by(table.c.deposit))]
+    assert got == sorted(values)
+
+
+def test_compare_and_set_is_atomic_with_the_payment_row(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    assert store.accept_payment(pending(0, 10, task=1))
+    # Same previous amount again: another writer got there first.
+    assert not store.accept_payment(pending(0, 7, task=2))
+    # Right previous amount but a task already paid: the unique key refuses it and the
+    # channel update in the same transaction is rolled back with it.
+    assert not store.accept_payment(pending(10, 15, task=1))
+    state = store.channel(CID)
+    assert state is not None and state.accepted == 10
+    assert [p.cumulative_amount for p in store.payments(CID)] == [10]
+
+
+def test_batch_commits_the_winners_and_reports_the_losers(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    results = store.accept_payments(
+        [pending(0, 1, task=1), pending(1, 3, task=2), pending(1, 9, task=3), pending(3, 6, 4)]
+    )
+    assert results == [True, True, False, True]
+    state = store.channel(CID)
+    assert state is not None and state.accepted == 6
+    assert sum(p.amount for p in store.payments(CID)) == 6
+
+
+def test_receipt_is_returned_only_after_commit(db_url: str, engine: Engine) -> None:
+    # A second, independent engine (another process's view) sees the payment as soon as
+    # accept() has returned: the commit happened before the receipt left.
+    service = _service(engine)
+    receipt = service.accept(CID, "t-1", 5, 5, _voucher_sig(5), now=1_000)
+    other = make_engine(db_url)
+    try:
+        again = PayeeStore(other).payment(CID, receipt.task_id)
+        assert again is not None and again.receipt_signature == receipt.signature
+        assert PayeeStore(other).channel(CID).accepted == 5  # type: ignore[union-attr]
+    finally:
+        other.dispose()
+
+
+def test_idempotent_replay_returns_the_stored_receipt(engine: Engine) -> None:
+    service = _service(engine)
+    first = service.accept(CID, "t-1", 5, 5, _voucher_sig(5), now=1)
+    second = service.accept(CID, "t-1", 5, 5, _voucher_sig(5), now=2)
+    assert first == second
+    assert len(PayeeStore(engine).payments(CID)) == 1
+
+
+def test_fifty_threads_pay_one_channel_without_double_counting(engine: Engine) -> None:
+    service = _service(engine)
+    store = PayeeStore(engine)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            pay_until(service, CID, f"thread-{n}", amount=n + 1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    payments = store.payments(CID)
+    assert len(payments) == 50
+    state = store.channel(CID)
+    assert state is not None
+    assert state.accepted == sum(p.amount for p in payments) == sum(range(1, 51))
+    # Cumulative amounts form one chain: each payment extends exactly the previous one.
+    chain = sorted(p.cumulative_amount for p in payments)
+    assert all(b - a > 0 for a, b in zip([0, *chain], chain, strict=False))
+
+
+def _process_worker(db_url: str, prefix: str, count: int) -> None:
+    engine = make_engine(db_url)
+    service = _service(engine, create=False)
+    for i in range(count):
+        pay_until(service, CID, f"{prefix}-{i}", amount=1)
+    engine.dispose()
+
+
+def test_two_processes_pay_one_channel_without_double_counting(db_url: str, engine: Engine) -> None:
+    _service(engine)  # creates the channel row
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_process_worker, args=(db_url, f"p{n}", 40)) for n in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = PayeeStore(engine)
+    payments = store.payments(CID)
+    assert len(payments) == 80
+    assert store.channel(CID).accepted == sum(p.amount for p in payments) == 80  # type: ignore[union-attr]
+
+
+def test_cursor_transactions_and_change_log(store: PayeeStore) -> None:
+    from channel.state import ChannelToppedUp
+
+    assert store.cursor() is None
+    store.set_cursor(10, "0x" + "ab" * 32)
+    store.set_cursor(11, "0x" + "cd" * 32)
+    assert store.cursor() == (11, "0x" + "cd" * 32)
+    tx = store.add_transaction("claim_many", [CID, b"\x02" * 32])
+    store.update_transaction(tx, tx_hash="0x" + "ee" * 32, nonce=7, status="sent", attempts=1)
+    (row,) = store.transactions("sent")
+    assert (row["nonce"], row["attempts"], row["kind"]) == (7, 1, "claim_many")
+    change = ChannelToppedUp(CID, MAX_UINT256)
+    store.log_change(CID, change)
+    assert store.changes(CID) == [change]
+
+
+def test_payer_store(engine: Engine) -> None:
+    payer = PayerStore(engine)
+    payer.record_voucher(CID, "0x" + "bb" * 20, 10, b"\x01" * 65)
+    payer.record_voucher(CID, "0x" + "bb" * 20, 5, b"\x02" * 65)  # older: ignored
+    payer.record_voucher(CID, "0x" + "bb" * 20, MAX_UINT256, b"\x03" * 65)
+    assert payer.latest_voucher(CID) == (MAX_UINT256, b"\x03" * 65)
+    for _ in range(2):
+        payer.record_receipt(
+            CID,
+            task_id="t",
+            task_hash=b"\x04" * 32,
+            amount=3,
+            cumulative_amount=MAX_UINT256,
+            receipt_signature=b"\x05" * 65,
+        )
+    (receipt,) = payer.receipts(CID)
+    assert receipt["cumulative_amount"] == MAX_UINT256
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _voucher_sig(cumulative: int) -> bytes:
+    from channel.messages import Voucher
+
+    return Signer(PAYER_KEY).sign(DOMAIN, Voucher(CID, cumulative))
+
+
+def _service(engine: Engine, *, create: bool = True) -> PayeeService:
+    store = PayeeStore(engine)
+    source = InMemoryChannelSource([make_onchain(CID, deposit=10**30)])
+    if create:
+        store.upsert_channel(make_onchain(CID, deposit=10**30))
+    return PayeeService(store, Signer(PAYEE_KEY), DOMAIN, source)
+
+
+def test_receipt_signature_verifies(engine: Engine) -> None:
+    from channel.signing import recover
+
+    receipt = _service(engine).accept(CID, "t-9", 4, 4, _voucher_sig(4), now=1)
+    msg = Receipt(CID, 4, receipt.task_id)
+    assert recover(DOMAIN, msg, receipt.signature) == Signer(PAYEE_KEY).address
+
+
+_ = (ChannelStatus, OnchainChannel, Domain)
