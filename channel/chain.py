@@ -34,6 +34,7 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import (
+    BlockNotFound,
     ContractLogicError,
     ProviderConnectionError,
     TransactionNotFound,
@@ -445,6 +446,8 @@ class ChainClient:
     check_preconditions: bool = True
     gas_margin_percent: int = 20
     progress: ProgressCallback | None = None
+    on_sent: Callable[[bytes, int], None] | None = None
+    """Called with (tx_hash, nonce) right after the node accepted a transaction."""
     extra_error_abis: Sequence[Sequence[dict[str, Any]]] = ()
     _decoder: ErrorDecoder = field(init=False, repr=False)
     _nonces: NonceManager | None = field(init=False, repr=False, default=None)
@@ -492,7 +495,7 @@ class ChainClient:
         return ChainClient(
             self.w3, self.address, self.artifact, account, self.confirmations,
             self.receipt_timeout, self.poll_interval, self.check_preconditions,
-            self.gas_margin_percent, self.progress, self.extra_error_abis,
+            self.gas_margin_percent, self.progress, self.on_sent, self.extra_error_abis,
         )
 
     @property
@@ -533,7 +536,11 @@ class ChainClient:
 
     def block(self, number: int | str) -> dict[str, Any]:
         """Block header fields (number, hash, timestamp, ...); missing block → ChainError."""
-        got = self._call("eth_getBlockByNumber", lambda: self.w3.eth.get_block(number))  # type: ignore[arg-type]
+        try:
+            got = self._call("eth_getBlockByNumber",
+                             lambda: self.w3.eth.get_block(cast(Any, number)))
+        except BlockNotFound:
+            raise ChainError(f"block {number} not found on {self.url}", block=number) from None
         return dict(got)
 
     def timestamp(self, block: int | str = "latest") -> int:
@@ -872,6 +879,8 @@ class ChainClient:
                 nonces.resync()
                 raise
         self._report(f"{what}: sent 0x{tx_hash.hex()}")
+        if self.on_sent is not None:
+            self.on_sent(tx_hash, int(tx["nonce"]))
         receipt = self.wait_for_receipt(tx_hash, what=what)
         if int(receipt["status"]) != 1:
             raise self._explain_failure(what, tx, receipt, decoder)

@@ -1,0 +1,514 @@
+"""The ``piecework`` command: local node, deploy, channel operations, payments, watcher, server.
+
+Every failure Piecework anticipates is a :class:`~channel.errors.PieceworkError`; the command
+prints it as one line ``error: <message>`` on stderr and exits 1 (no traceback). Amount flags
+take integer base units (wei / token units) as decimal strings only: ``1e18`` or ``1.5`` are
+refused rather than rounded. Configuration comes from flags or ``PIECEWORK_*`` variables.
+"""
+
+# Imports inside commands are deliberate: web3 and friends take ~0.5 s to import, and
+# `piecework --help` or `piecework node` should not pay for that.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from channel.errors import ConfigError, InvalidInput, PieceworkError
+
+__all__ = ["cli", "main"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_ANVIL_REL = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+err_console = Console(stderr=True)
+
+
+# --- one-line errors -----------------------------------------------------------------------------
+
+
+class _CliError(click.ClickException):
+    """A PieceworkError on its way out: ``error: <message>``, exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    """Turns PieceworkError anywhere below into a one-line message (also under CliRunner)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PieceworkError as exc:
+            raise _CliError(str(exc)) from None
+
+
+class _Amount(click.ParamType[int, Any]):
+    """A uint256 in base units, written as a canonical decimal string."""
+
+    name = "amount"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        from channel.messages import parse_amount
+
+        try:
+            amount = parse_amount(str(value))
+        except InvalidInput:
+            self.fail(
+                f"{value!r} is not an integer amount in base units (wei / token units); "
+                "write e.g. 1000000000000000000 for 1 ETH",
+                param, ctx,
+            )
+        return amount
+
+
+class _Hex32(click.ParamType[bytes, Any]):
+    name = "bytes32"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        from channel.messages import parse_bytes32
+
+        try:
+            return parse_bytes32(str(value))
+        except InvalidInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+AMOUNT = _Amount()
+BYTES32 = _Hex32()
+
+
+# --- shared configuration ------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    rpc_url: str
+    contract: str | None
+    database_url: str | None
+    keystore: str | None
+    confirmations: int
+    rpc_timeout: float
+    artifact: str | None
+
+    def key(self) -> Any:
+        from channel.keys import load_key
+
+        return load_key(
+            self.keystore,
+            prompt=lambda text: click.prompt(text, hide_input=True, err=True),
+        )
+
+    def client(self, *, sign: bool = True, progress: Callable[[str], None] | None = None) -> Any:
+        from channel.chain import DEFAULT_ARTIFACT, ChainClient
+
+        if not self.contract:
+            raise ConfigError(
+                "no contract address: pass --contract or set PIECEWORK_CONTRACT_ADDRESS"
+            )
+        account = self.key().account if sign else None
+        return ChainClient.from_url(
+            self.rpc_url, self.contract, account=account,
+            artifact=self.artifact or DEFAULT_ARTIFACT, rpc_timeout=self.rpc_timeout,
+            confirmations=self.confirmations, progress=progress,
+        )
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError("no database: pass --database-url or set PIECEWORK_DATABASE_URL")
+        return self.database_url
+
+
+pass_config = click.make_pass_decorator(Config)
+
+
+@contextmanager
+def _progress(what: str) -> Iterator[Callable[[str], None]]:
+    """A rich spinner while waiting for the node; the callback updates its text."""
+    with err_console.status(what) as status:
+        yield lambda message: status.update(f"{what}: {message}")
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--rpc-url", envvar="PIECEWORK_RPC_URL", default="http://127.0.0.1:8545",
+              show_default=True, help="JSON-RPC endpoint of the node.")
+@click.option("--contract", envvar="PIECEWORK_CONTRACT_ADDRESS", help="PaymentChannels address.")
+@click.option("--database-url", envvar="PIECEWORK_DATABASE_URL",
+              help="SQLAlchemy URL of the local store (payer vouchers, payee state).")
+@click.option("--keystore", envvar="PIECEWORK_KEYSTORE", type=click.Path(dir_okay=False),
+              help="Encrypted JSON keystore; else PIECEWORK_PRIVATE_KEY (development).")
+@click.option("--confirmations", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar="PIECEWORK_CONFIRMATIONS", help="Blocks a transaction must be deep.")
+@click.option("--rpc-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds per RPC request.")
+@click.option("--artifact", envvar="PIECEWORK_ARTIFACT", help="Path of the Hardhat artifact.")
+@click.pass_context
+def cli(  # noqa: PLR0917 - click passes options by keyword
+    ctx: click.Context,
+    rpc_url: str,
+    contract: str | None,
+    database_url: str | None,
+    keystore: str | None,
+    confirmations: int,
+    rpc_timeout: float,
+    artifact: str | None,
+) -> None:
+    """Piecework: payment channels for freelance micro-tasks."""
+    ctx.obj = Config(rpc_url, contract, database_url, keystore, confirmations, rpc_timeout,
+                     artifact)
+
+
+# --- local node ----------------------------------------------------------------------------------
+
+
+def find_anvil() -> Path:
+    for base in (Path.cwd(), _REPO_ROOT):
+        if (base / _ANVIL_REL).is_file():
+            return base / _ANVIL_REL
+    found = shutil.which("anvil")
+    if found:
+        return Path(found)
+    raise ConfigError(f"anvil not found at {_ANVIL_REL} or on PATH: run `npm ci`")
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8545, show_default=True)
+@click.option("--chain-id", type=int, default=31337, show_default=True)
+@click.option("--block-time", type=int, default=None, help="Seconds per block (default: automine).")
+def node(port: int, chain_id: int, block_time: int | None) -> None:
+    """Run a local anvil node on 127.0.0.1 until Ctrl-C."""
+    binary = find_anvil()
+    args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
+    if block_time:
+        args += ["--block-time", str(block_time)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_node(url, proc)
+        click.echo(url)
+        err_console.print(f"anvil (pid {proc.pid}) listening on {url}; Ctrl-C stops it")
+        proc.wait()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            raise ConfigError(f"anvil exited with code {proc.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_for_node(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    from channel.chain import connect
+
+    w3 = connect(url, timeout=1.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"anvil exited with code {proc.returncode} (port in use?)")
+        try:
+            w3.eth.chain_id  # noqa: B018 - the call is the readiness probe
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise ConfigError(f"anvil did not answer on {url} within {timeout:.0f}s")
+
+
+# --- deploy --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--stablecoin", is_flag=True, help="Also deploy TestStablecoin (6 decimals).")
+@pass_config
+def deploy(cfg: Config, stablecoin: bool) -> None:
+    """Deploy PaymentChannels (and optionally TestStablecoin); prints the address(es)."""
+    from channel.chain import DEFAULT_ARTIFACT, ChainClient, connect, load_artifact
+
+    account = cfg.key().account
+    art = load_artifact(cfg.artifact or DEFAULT_ARTIFACT)
+    with _progress("deploying PaymentChannels") as progress:
+        boot = ChainClient(connect(cfg.rpc_url, timeout=cfg.rpc_timeout), ZERO_ADDRESS, art,
+                           account, confirmations=cfg.confirmations, progress=progress)
+        result = boot.deploy()
+        click.echo(result.contract_address)
+        if stablecoin:
+            coin = boot.deploy_artifact("TestStablecoin")
+            click.echo(coin.contract_address)
+
+
+# --- channel operations --------------------------------------------------------------------------
+
+
+@cli.command("open")
+@click.option("--payee", required=True, help="Payee address.")
+@click.option("--amount", type=AMOUNT, required=True, help="Deposit in base units.")
+@click.option("--token", default=ZERO_ADDRESS, help="ERC-20 address; omit for ETH.")
+@click.option("--challenge-period", type=click.IntRange(min=1), default=86_400,
+              show_default=True, help="Seconds between startClose and settle.")
+@click.option("--permit", is_flag=True, help="ERC-20 only: one transaction with EIP-2612.")
+@click.option("--salt", type=BYTES32, default=None, help="32-byte hex salt (default random).")
+@pass_config
+def open_cmd(  # noqa: PLR0917 - click passes options by keyword
+    cfg: Config, payee: str, amount: int, token: str, challenge_period: int, permit: bool,
+    salt: bytes | None,
+) -> None:
+    """Open and fund a channel; prints its id."""
+    salt = salt or secrets.token_bytes(32)
+    with _progress("opening channel") as progress:
+        client = cfg.client(progress=progress)
+        payer = _maybe_payer(cfg, client)
+        if payer is not None:
+            channel_id = payer.open_channel(payee, amount, token=token,
+                                            challenge_period=challenge_period,
+                                            permit=permit, salt=salt)
+        elif permit:
+            channel_id, _ = client.open_with_permit(payee, amount, token=token,
+                                                    challenge_period=challenge_period, salt=salt)
+        else:
+            channel_id, _ = client.open(payee, amount, token=token,
+                                        challenge_period=challenge_period, salt=salt)
+    click.echo(_hex(channel_id))
+
+
+@cli.command("top-up")
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@click.option("--amount", type=AMOUNT, required=True)
+@pass_config
+def top_up(cfg: Config, channel_id: bytes, amount: int) -> None:
+    """Add funds to an open channel."""
+    with _progress("topping up") as progress:
+        client = cfg.client(progress=progress)
+        client.top_up(channel_id, amount)
+        ch = client.get_channel(channel_id)
+    click.echo(f"deposit {ch.deposit}")
+
+
+@cli.command()
+@click.option("--service", required=True, help="Base URL of the payee service.")
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@click.option("--task", "task_id", required=True, help="Task id (any string).")
+@click.option("--amount", type=AMOUNT, required=True)
+@pass_config
+def pay(cfg: Config, service: str, channel_id: bytes, task_id: str, amount: int) -> None:
+    """Pay for one task with a signed voucher; prints the cumulative amount receipted."""
+    client = cfg.client()
+    payer = _maybe_payer(cfg, client)
+    if payer is None:
+        raise ConfigError("pay needs a database for the signed vouchers: set --database-url")
+    receipt = payer.pay(service, channel_id, task_id, amount)
+    click.echo(f"receipt cumulative_amount={receipt.cumulative_amount} "
+               f"signature={_hex(receipt.signature)}")
+
+
+@cli.command()
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@click.option("--amount", "cumulative", type=AMOUNT, default=None,
+              help="Cumulative amount of the voucher (default: latest accepted in the store).")
+@click.option("--signature", default=None, help="The payer's voucher signature (0x hex).")
+@pass_config
+def claim(cfg: Config, channel_id: bytes, cumulative: int | None, signature: str | None) -> None:
+    """Payee: withdraw what the latest voucher pays; the channel stays open."""
+    from channel.messages import parse_signature
+
+    if (cumulative is None) != (signature is None):
+        raise ConfigError("give both --amount and --signature, or neither (use the store)")
+    if cumulative is None or signature is None:
+        from channel.watcher import latest_voucher
+
+        cumulative, sig = latest_voucher(cfg.require_database(), channel_id)
+    else:
+        sig = parse_signature(signature)
+    with _progress("claiming") as progress:
+        result = cfg.client(progress=progress).claim(channel_id, cumulative, sig)
+    paid = sum(getattr(ev, "paid", 0) for ev in result.events)
+    click.echo(f"claimed {paid} (tx {_hex(result.tx_hash)})")
+
+
+@cli.command()
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@click.option("--service", default=None, help="Payee service for a cooperative close.")
+@pass_config
+def close(cfg: Config, channel_id: bytes, service: str | None) -> None:
+    """Payer: close cooperatively through the service if it answers, else startClose."""
+    with _progress("closing") as progress:
+        client = cfg.client(progress=progress)
+        if service:
+            payer = _maybe_payer(cfg, client)
+            if payer is None:
+                raise ConfigError("a cooperative close needs the payer's database: --database-url")
+            try:
+                result = payer.cooperative_close(service, channel_id)
+                click.echo(f"closed cooperatively (tx {_hex(result.tx_hash)})")
+                return
+            except PieceworkError as exc:
+                from channel.errors import ChainError
+
+                if isinstance(exc, ChainError) and not _is_service_error(exc):
+                    raise
+                err_console.print(f"cooperative close failed ({exc}); starting a unilateral close")
+        client.start_close(channel_id)
+        ch = client.get_channel(channel_id)
+    click.echo(f"closing; settle possible from {ch.closes_at} (unix time)")
+
+
+def _is_service_error(exc: PieceworkError) -> bool:
+    return getattr(exc, "code", "") == "service_unavailable"
+
+
+@cli.command()
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@pass_config
+def settle(cfg: Config, channel_id: bytes) -> None:
+    """Anyone: after the challenge period, refund the rest of the deposit to the payer."""
+    with _progress("settling") as progress:
+        result = cfg.client(progress=progress).settle(channel_id)
+    closed = [ev for ev in result.events if type(ev).__name__ == "ChannelClosed"]
+    refund = getattr(closed[0], "payer_refund", 0) if closed else 0
+    click.echo(f"settled; payer refund {refund}")
+
+
+@cli.command()
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@pass_config
+def status(cfg: Config, channel_id: bytes) -> None:
+    """Show a channel as the contract sees it."""
+    ch = cfg.client(sign=False).get_channel(channel_id)
+    for name, value in (
+        ("channel", _hex(ch.channel_id)), ("status", ch.status.name.lower()),
+        ("payer", ch.payer), ("payee", ch.payee), ("token", ch.token),
+        ("deposit", ch.deposit), ("claimed", ch.claimed),
+        ("challenge_period", ch.challenge_period), ("closes_at", ch.closes_at),
+    ):
+        click.echo(f"{name:<17}{value}")
+
+
+# --- services ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@pass_config
+def serve(cfg: Config, host: str, port: int, workers: int) -> None:
+    """Run the payee HTTP service (api.main:create_app) under uvicorn."""
+    import uvicorn
+
+    # The app factory reads its Settings from the environment, also in worker processes.
+    for var, value in (("PIECEWORK_RPC_URL", cfg.rpc_url),
+                       ("PIECEWORK_CONTRACT_ADDRESS", cfg.contract),
+                       ("PIECEWORK_DATABASE_URL", cfg.database_url),
+                       ("PIECEWORK_KEYSTORE", cfg.keystore)):
+        if value:
+            os.environ[var] = value
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@cli.command()
+@click.option("--interval", type=float, default=2.0, show_default=True,
+              help="Seconds between polls.")
+@pass_config
+def watch(cfg: Config, interval: float) -> None:
+    """Run the watchtower: follow events, claim before deadlines, batch routine claims."""
+    from channel.watcher import build_watcher
+
+    watcher = build_watcher(cfg.client(), cfg.require_database(),
+                            confirmations=cfg.confirmations)
+    stop = threading.Event()
+
+    def _stop(*_: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    err_console.print(f"watching {cfg.contract} on {cfg.rpc_url} every {interval}s; Ctrl-C stops")
+    try:
+        watcher.run(stop, interval=interval)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group)
+def keys() -> None:
+    """Manage signing keys."""
+
+
+@keys.command("new")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.password_option(envvar="PIECEWORK_KEYSTORE_PASSWORD", confirmation_prompt=True)
+def keys_new(path: str, password: str) -> None:
+    """Create a key and write it as an encrypted keystore; prints the address."""
+    from channel.keys import new_keystore
+
+    click.echo(new_keystore(path, password))
+
+
+@keys.command("address")
+@pass_config
+def keys_address(cfg: Config) -> None:
+    """Print the address of the configured key."""
+    click.echo(cfg.key().address)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _maybe_payer(cfg: Config, client: Any) -> Any:
+    """The payer library when a database is configured (it records what it signs)."""
+    if not cfg.database_url:
+        return None
+    from channel.payer import Payer
+
+    return Payer.from_url(client, cfg.key(), cfg.database_url)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="piecework", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PieceworkError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)

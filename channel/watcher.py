@@ -1,0 +1,412 @@
+"""The watchtower: follows PaymentChannels events into the payee store and claims in time.
+
+One :meth:`Watcher.poll_once` does, deterministically:
+
+1. **leadership** — only the holder of ``lock`` acts (PostgreSQL advisory lock from the api,
+   a file lock or nothing for SQLite); a follower returns without touching anything;
+2. **reorg check** — the block at the persisted cursor must still have the stored hash; if not,
+   the cursor is rewound ``rewind_depth`` blocks (re-processing is idempotent, see 3);
+3. **follow** — events in ``(cursor, head - confirmations + 1]`` (only blocks at least
+   ``confirmations`` deep) name the channels that changed; each is re-read with ``getChannel``
+   *at that block* and written to the store's mirror, so replaying a range never double-counts;
+   the cursor (number + hash) is saved after each chunk, so a restart resumes from it;
+4. **defend** — a channel the payer started closing while we hold a voucher above ``claimed``
+   is claimed at once (``closeByPayee`` when we are its payee), well before ``closesAt``;
+5. **collect** — routine claims are batched into ``claimMany`` when a channel's unclaimed amount
+   reaches the threshold or its oldest unclaimed voucher is older than ``max_age``.
+
+Every transaction is recorded in ``outgoing_transactions``. A reverted transaction is recorded,
+reported, and its channels re-read; the same voucher is not sent again by this process (no
+revert loop), only a newer voucher or changed chain state lets the channel be tried again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from channel.chain import (
+    ChainClient,
+    ChannelClosed,
+    ChannelEvent,
+    ChannelOpened,
+    Claim,
+    PreconditionFailed,
+)
+from channel.errors import ChainError, ConfigError, ContractRevert, PieceworkError
+from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
+from channel.store import PayeeStore, make_engine
+
+__all__ = [
+    "ClaimPolicy",
+    "Lock",
+    "NoLock",
+    "PollResult",
+    "SentTx",
+    "Watcher",
+    "build_watcher",
+    "latest_voucher",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Lock(Protocol):
+    """Leadership: the same shape as ``api.leader.Lock``."""
+
+    def try_acquire(self) -> bool: ...
+    def held(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class NoLock:
+    """A single node (SQLite, tests): always the leader."""
+
+    def try_acquire(self) -> bool:
+        return True
+
+    def held(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class ClaimPolicy:
+    """When routine (non-urgent) claims are worth their gas.
+
+    ``thresholds`` maps a token address (``ZERO_ADDRESS`` for ETH) to the unclaimed amount, in
+    base units, that triggers a claim; tokens not listed use ``default_threshold``.
+    """
+
+    default_threshold: int = 10**16
+    thresholds: Mapping[str, int] = field(default_factory=dict)
+    max_age: float = 86_400.0
+    max_batch: int = 50
+
+    def threshold(self, token: str) -> int:
+        return self.thresholds.get(token, self.default_threshold)
+
+
+@dataclass(frozen=True)
+class SentTx:
+    """One transaction the watcher sent in a poll, and how it ended."""
+
+    kind: str
+    channel_ids: tuple[bytes, ...]
+    cumulative_amounts: tuple[int, ...]
+    ok: bool
+    tx_hash: bytes | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    leader: bool
+    from_block: int | None = None
+    to_block: int | None = None
+    events: tuple[ChannelEvent, ...] = ()
+    reorg: bool = False
+    sent: tuple[SentTx, ...] = ()
+
+
+@dataclass
+class Watcher:
+    """Follows the chain for ``payees`` (None: every channel already in the store)."""
+
+    chain: ChainClient
+    store: PayeeStore
+    payees: frozenset[str] | None = None
+    confirmations: int = 1
+    policy: ClaimPolicy = field(default_factory=ClaimPolicy)
+    lock: Lock = field(default_factory=NoLock)
+    cursor_name: str = "watcher"
+    start_block: int = 0
+    max_range: int = 2_000
+    rewind_depth: int = 64
+    clock: Callable[[], float] = time.time
+    report: Callable[[str], None] | None = None
+    # Voucher amounts already sent per channel, with the block the tx was mined in (None:
+    # reverted). Prevents resending the same voucher until the mirror has caught up.
+    _attempted: dict[bytes, tuple[int, int | None]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.confirmations < 1:
+            raise ConfigError(f"confirmations must be >= 1, got {self.confirmations}")
+        if self.payees is not None:
+            self.payees = frozenset(p.lower() for p in self.payees)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, *, interval: float = 2.0) -> None:
+        """Poll until ``stop`` is set; node or database hiccups are logged and retried."""
+        while not stop.is_set():
+            try:
+                self.poll_once()
+            except PieceworkError as exc:
+                log.warning("watcher poll failed: %s", exc)
+            stop.wait(interval)
+
+    def poll_once(self) -> PollResult:
+        if not (self.lock.held() or self.lock.try_acquire()):
+            return PollResult(leader=False)
+        reorg, first = self._check_cursor()
+        head = self.chain.block_number()
+        safe = head - self.confirmations + 1
+        events: list[ChannelEvent] = []
+        start = first
+        while start <= safe:
+            end = min(safe, start + self.max_range - 1)
+            events.extend(self._follow(start, end))
+            start = end + 1
+        # The mirror now reflects every block up to here (the cursor if nothing was new).
+        sent = self._act(max(first - 1, safe))
+        return PollResult(True, first, safe if safe >= first else None, tuple(events), reorg,
+                          tuple(sent))
+
+    # -- cursor and reorgs ----------------------------------------------------------------
+
+    def _check_cursor(self) -> tuple[bool, int]:
+        """The first block to process, rewinding when the cursor's block was replaced."""
+        saved = self.store.cursor(self.cursor_name)
+        if saved is None:
+            return False, self.start_block
+        number, stored_hash = saved
+        try:
+            current = "0x" + bytes(self.chain.block(number)["hash"]).hex()
+        except ChainError as exc:
+            if isinstance(exc, ContractRevert):  # pragma: no cover - reads do not revert
+                raise
+            # The node lost the block entirely (a shorter chain after a reorg): rewind.
+            log.warning("cursor block %d unavailable (%s); rewinding", number, exc)
+            current = ""
+        if current == stored_hash.lower():
+            return False, number + 1
+        back = max(self.start_block, number - self.rewind_depth)
+        self._say(f"reorg: block {number} changed hash; re-processing from block {back}")
+        # Anything we sent and saw mined may have been dropped with the old blocks.
+        self._attempted = {
+            cid: (amount, mined) for cid, (amount, mined) in self._attempted.items()
+            if mined is None or mined < back
+        }
+        return True, back
+
+    def _follow(self, start: int, end: int) -> list[ChannelEvent]:
+        events = self.chain.get_events(start, end)
+        opened: dict[bytes, ChannelOpened] = {}
+        closed: dict[bytes, ChannelClosed] = {}
+        touched: list[bytes] = []
+        for ev in events:
+            cid = getattr(ev, "channel_id", None)
+            if not isinstance(cid, bytes):
+                continue  # PaymentDeferred / Withdrawn concern accounts, not channels
+            if isinstance(ev, ChannelOpened):
+                opened[cid] = ev
+            elif isinstance(ev, ChannelClosed):
+                closed[cid] = ev
+            if cid not in touched:
+                touched.append(cid)
+        for cid in touched:
+            self._mirror(cid, end, opened.get(cid), closed.get(cid))
+        block_hash = "0x" + bytes(self.chain.block(end)["hash"]).hex()
+        self.store.set_cursor(end, block_hash, self.cursor_name)
+        return events
+
+    def _mirror(
+        self, channel_id: bytes, block: int, opened: ChannelOpened | None,
+        closed: ChannelClosed | None,
+    ) -> None:
+        onchain = self.chain.get_channel(channel_id, block)
+        known = self.store.channel(channel_id)
+        if onchain.status is ChannelStatus.CLOSED:
+            # A closed channel reads back with payee/token/deposit/claimed zeroed; keep what we
+            # knew and take the payee's final total from the event.
+            base = _onchain_of(known) if known is not None else None
+            if base is None and opened is not None:
+                base = OnchainChannel(channel_id, opened.payer, opened.payee, opened.token,
+                                      opened.deposit, 0, opened.challenge_period, 0,
+                                      ChannelStatus.OPEN)
+            if base is None:
+                return  # closed before we ever saw it: nothing of ours
+            total = closed.payee_total if closed is not None else base.claimed
+            onchain = dataclasses.replace(base, claimed=total, closes_at=onchain.closes_at,
+                                          status=ChannelStatus.CLOSED)
+        if onchain.status is ChannelStatus.NONE:
+            # Opened in a block that a reorg removed: nothing exists at this height.
+            return
+        if known is None and not self._ours(onchain.payee):
+            return
+        self.store.upsert_channel(onchain, now=self.clock())
+
+    def _ours(self, payee: str) -> bool:
+        return self.payees is None or payee.lower() in self.payees
+
+    # -- acting ---------------------------------------------------------------------------
+
+    def _act(self, safe_block: int) -> list[SentTx]:
+        now = self.chain.timestamp()
+        urgent: list[PayeeChannelState] = []
+        routine: list[PayeeChannelState] = []
+        for ch in self.store.channels():
+            if ch.voucher_signature is None or not self._ours(ch.payee):
+                continue
+            payable = min(ch.accepted, ch.deposit) - ch.claimed
+            if payable <= 0 or self._already_sent(ch, safe_block):
+                continue
+            if ch.status is ChannelStatus.CLOSING:
+                if now < ch.closes_at:
+                    urgent.append(ch)
+                else:
+                    self._say(f"too late for 0x{ch.channel_id.hex()}: challenge period ended "
+                              f"at {ch.closes_at} (now {now}), {payable} unclaimed")
+            elif ch.status is ChannelStatus.OPEN and self._due(ch, payable):
+                routine.append(ch)
+        sent = [self._defend(ch, ch.voucher_signature or b"")
+                for ch in sorted(urgent, key=lambda c: c.closes_at)]
+        for i in range(0, len(routine), self.policy.max_batch):
+            sent.append(self._claim_batch(routine[i:i + self.policy.max_batch]))
+        return sent
+
+    def _already_sent(self, ch: PayeeChannelState, safe_block: int) -> bool:
+        attempt = self._attempted.get(ch.channel_id)
+        if attempt is None:
+            return False
+        amount, mined = attempt
+        if amount < ch.accepted:
+            return False  # a newer voucher arrived since: worth a new transaction
+        if mined is None:
+            return True  # reverted with this voucher: do not loop on it
+        if mined <= safe_block:
+            # The mirror already reflects that block: if claimed is still low the transaction
+            # did not stick (reorg), so it may be sent again.
+            del self._attempted[ch.channel_id]
+            return False
+        return True
+
+    def _due(self, ch: PayeeChannelState, payable: int) -> bool:
+        if payable >= self.policy.threshold(ch.token):
+            return True
+        oldest = next(
+            (p.created_at for p in self.store.payments(ch.channel_id)
+             if p.cumulative_amount > ch.claimed),
+            None,
+        )
+        return oldest is not None and self.clock() - oldest >= self.policy.max_age
+
+    def _defend(self, ch: PayeeChannelState, sig: bytes) -> SentTx:
+        as_payee = self.chain.account is not None and ch.payee == self.chain.sender
+        kind = "closeByPayee" if as_payee else "claim"
+        self._say(f"channel 0x{ch.channel_id.hex()} is closing at {ch.closes_at}: {kind} "
+                  f"{ch.accepted} (claimed {ch.claimed})")
+
+        def send() -> Any:
+            if as_payee:
+                return self.chain.close_by_payee(ch.channel_id, ch.accepted, sig)
+            return self.chain.claim(ch.channel_id, ch.accepted, sig)
+
+        return self._send(kind, [ch], send)
+
+    def _claim_batch(self, batch: Sequence[PayeeChannelState]) -> SentTx:
+        claims = [Claim(c.channel_id, c.accepted, c.voucher_signature or b"") for c in batch]
+        if len(claims) == 1:
+            only = claims[0]
+            return self._send("claim", batch, lambda: self.chain.claim(
+                only.channel_id, only.cumulative_amount, only.payer_signature))
+        return self._send("claimMany", batch, lambda: self.chain.claim_many(claims))
+
+    def _send(
+        self, kind: str, channels: Sequence[PayeeChannelState], send: Callable[[], Any]
+    ) -> SentTx:
+        ids = tuple(c.channel_id for c in channels)
+        amounts = tuple(c.accepted for c in channels)
+        tx_id = self.store.add_transaction(kind, ids)
+        previous_hook = self.chain.on_sent
+
+        def sent_hook(tx_hash: bytes, nonce: int) -> None:
+            self.store.update_transaction(tx_id, tx_hash="0x" + tx_hash.hex(), nonce=nonce,
+                                          status="sent", attempts=1)
+
+        self.chain.on_sent = sent_hook
+        try:
+            result = send()
+        except (ContractRevert, PreconditionFailed) as exc:
+            status = "reverted" if isinstance(exc, ContractRevert) else "skipped"
+            self.store.update_transaction(tx_id, status=status, last_error=str(exc)[:2000])
+            for c in channels:
+                self._attempted[c.channel_id] = (c.accepted, None)
+            self._say(f"{kind} for {_ids(ids)} {status}: {exc}")
+            self._refresh(ids)
+            return SentTx(kind, ids, amounts, False, error=str(exc))
+        except ChainError as exc:
+            # Timeout / node trouble: the transaction may still land; the next poll re-reads.
+            self.store.update_transaction(tx_id, status="failed", last_error=str(exc)[:2000])
+            self._say(f"{kind} for {_ids(ids)} failed: {exc}")
+            return SentTx(kind, ids, amounts, False, error=str(exc))
+        finally:
+            self.chain.on_sent = previous_hook
+        self.store.update_transaction(tx_id, status="mined", tx_hash="0x" + result.tx_hash.hex())
+        for c in channels:
+            self._attempted[c.channel_id] = (c.accepted, int(result.block_number))
+        self._say(f"{kind} for {_ids(ids)} mined in block {result.block_number}")
+        return SentTx(kind, ids, amounts, True, tx_hash=result.tx_hash)
+
+    def _refresh(self, ids: Iterable[bytes]) -> None:
+        """After a revert: the chain disagreed with our mirror, so re-read it now."""
+        for cid in ids:
+            try:
+                onchain = self.chain.get_channel(cid)
+            except ChainError as exc:
+                log.warning("re-reading 0x%s failed: %s", cid.hex(), exc)
+                continue
+            if onchain.status not in (ChannelStatus.NONE, ChannelStatus.CLOSED):
+                self.store.upsert_channel(onchain, now=self.clock())
+
+    def _say(self, message: str) -> None:
+        log.info("%s", message)
+        if self.report is not None:
+            self.report(message)
+
+
+def _ids(ids: Sequence[bytes]) -> str:
+    return ", ".join("0x" + c.hex() for c in ids)
+
+
+def _onchain_of(state: PayeeChannelState) -> OnchainChannel:
+    return OnchainChannel(state.channel_id, state.payer, state.payee, state.token, state.deposit,
+                          state.claimed, state.challenge_period, state.closes_at, state.status)
+
+
+# --- wiring for the CLI ------------------------------------------------------------------------
+
+
+def build_watcher(
+    chain: ChainClient,
+    database_url: str,
+    *,
+    confirmations: int = 1,
+    payees: Iterable[str] | None = None,
+    policy: ClaimPolicy | None = None,
+    lock: Lock | None = None,
+) -> Watcher:
+    """A watcher on the payee store at ``database_url``, acting for the chain client's account."""
+    store = PayeeStore(make_engine(database_url))
+    chosen = frozenset(payees) if payees is not None else (
+        frozenset({chain.sender}) if chain.account is not None else None
+    )
+    return Watcher(chain, store, chosen, confirmations, policy or ClaimPolicy(),
+                   lock or NoLock())
+
+
+def latest_voucher(database_url: str, channel_id: bytes) -> tuple[int, bytes]:
+    """The payee's latest accepted voucher for ``channel_id``: (cumulative amount, signature)."""
+    state = PayeeStore(make_engine(database_url)).channel(channel_id)
+    if state is None or state.voucher_signature is None:
+        raise ConfigError(f"no accepted voucher for channel 0x{channel_id.hex()} in the store")
+    return state.accepted, state.voucher_signature
+
