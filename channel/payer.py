@@ -144,10 +144,12 @@ class Payer:
         salt = salt or secrets.token_bytes(32)
         if permit:
             channel_id, _ = self.chain.open_with_permit(
-                payee, amount, token=token, challenge_period=challenge_period, salt=salt)
+                payee, amount, token=token, challenge_period=challenge_period, salt=salt
+            )
         else:
             channel_id, _ = self.chain.open(
-                payee, amount, token=token, challenge_period=challenge_period, salt=salt)
+                payee, amount, token=token, challenge_period=challenge_period, salt=salt
+            )
         self._channels.pop(channel_id, None)
         return bytes(channel_id)
 
@@ -161,7 +163,10 @@ class Payer:
         if signer != ch.payee:
             raise WrongSigner(
                 f"close consent for {amount} on {_hex(channel_id)} is signed by {signer}, "
-                f"not the payee {ch.payee}", got=signer, expected=ch.payee)
+                f"not the payee {ch.payee}",
+                got=signer,
+                expected=ch.payee,
+            )
         latest = self.store.latest_voucher(channel_id)
         signed = latest[0] if latest else 0
         if amount > signed:
@@ -171,7 +176,9 @@ class Payer:
             if amount > signed:
                 raise StaleVoucher(
                     f"service wants to close {_hex(channel_id)} at {amount}, above our latest "
-                    f"voucher {signed}", current=signed)
+                    f"voucher {signed}",
+                    current=signed,
+                )
         voucher_sig = self.signer.sign(self.domain, Voucher(channel_id, amount))
         return self.chain.cooperative_close(channel_id, amount, voucher_sig, consent)
 
@@ -193,42 +200,65 @@ class Payer:
                 if cumulative > ch.deposit:
                     raise ExceedsDeposit(
                         f"paying {amount} on {_hex(channel_id)} needs cumulative {cumulative}, "
-                        f"above the deposit {ch.deposit}", deposit=ch.deposit)
+                        f"above the deposit {ch.deposit}",
+                        deposit=ch.deposit,
+                    )
             signature = self.signer.sign(self.domain, Voucher(channel_id, cumulative))
             # Durable before it leaves the process: we must never forget a voucher we sent.
             self.store.record_voucher(channel_id, ch.payee, cumulative, signature)
             try:
                 body = self._request(
-                    "POST", service_url, f"/v1/channels/{_hex(channel_id)}/payments",
-                    json={"task_id": task_id, "amount": str(amount),
-                          "cumulative_amount": str(cumulative), "signature": _hex(signature)},
+                    "POST",
+                    service_url,
+                    f"/v1/channels/{_hex(channel_id)}/payments",
+                    json={
+                        "task_id": task_id,
+                        "amount": str(amount),
+                        "cumulative_amount": str(cumulative),
+                        "signature": _hex(signature),
+                    },
                 )
             except StaleVoucher as exc:
                 if attempt == 2:
                     raise
-                log.info("service rejected %d on %s as stale (current %s); resyncing",
-                         cumulative, _hex(channel_id), exc.current)
+                log.info(
+                    "service rejected %d on %s as stale (current %s); resyncing",
+                    cumulative,
+                    _hex(channel_id),
+                    exc.current,
+                )
                 base = self.resync(service_url, channel_id)
                 continue
-            return self._accept_receipt(ch, channel_id, task_id, task_hash, amount, cumulative,
-                                        body)
+            return self._accept_receipt(
+                ch, channel_id, task_id, task_hash, amount, cumulative, body
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_can_sign(self, ch: OnchainChannel, channel_id: bytes, cumulative: int) -> None:
         if ch.status is not ChannelStatus.OPEN:
             raise ChannelNotOpen(
                 f"channel {_hex(channel_id)} is {ch.status.name.lower()}, not open",
-                channel=_hex(channel_id), status=ch.status.name.lower())
+                channel=_hex(channel_id),
+                status=ch.status.name.lower(),
+            )
         latest = self.store.latest_voucher(channel_id)
         if latest is not None and cumulative < latest[0]:
             raise StaleVoucher(
                 f"the service expects cumulative {cumulative} on {_hex(channel_id)}, below our "
                 f"latest signed voucher {latest[0]} (a payment that never arrived?): retry that "
-                "task, or close the channel", current=latest[0])
+                "task, or close the channel",
+                current=latest[0],
+            )
 
     def _accept_receipt(  # noqa: PLR0917 - private, called once with every value named
-        self, ch: OnchainChannel, channel_id: bytes, task_id: str, task_hash: bytes,
-        amount: int, cumulative: int, body: Any,
+        self,
+        ch: OnchainChannel,
+        channel_id: bytes,
+        task_id: str,
+        task_hash: bytes,
+        amount: int,
+        cumulative: int,
+        body: Any,
     ) -> PaidReceipt:
         receipt = body.get("receipt") if isinstance(body, dict) else None
         if not isinstance(receipt, dict):
@@ -236,20 +266,30 @@ class Payer:
         got_amount = parse_amount(_field(receipt, "cumulative_amount"))
         got_channel = parse_bytes32(_field(receipt, "channel_id"))
         got_task = receipt.get("task_id")
-        if got_channel != channel_id or got_amount != cumulative or got_task != task_id:
+        # PROTOCOL.md's receipt names the task; accept the id string or its bytes32 hash.
+        task_ok = got_task in (task_id, _hex(task_hash))
+        if got_channel != channel_id or got_amount != cumulative or not task_ok:
             raise ServiceError(
                 f"receipt is for channel {_hex(got_channel)} / {got_amount} / "
                 f"{receipt.get('task_id')!r}, expected {_hex(channel_id)} / {cumulative} / "
-                f"{task_id!r}")
+                f"{task_id!r}"
+            )
         signature = parse_signature(_field(receipt, "signature"))
         signer = recover(self.domain, Receipt(channel_id, cumulative, task_hash), signature)
         if signer != ch.payee:
             raise WrongSigner(
                 f"receipt for {task_id!r} is signed by {signer}, not the payee {ch.payee}",
-                got=signer, expected=ch.payee)
-        self.store.record_receipt(channel_id, task_id=task_id, task_hash=task_hash,
-                                  amount=amount, cumulative_amount=cumulative,
-                                  receipt_signature=signature)
+                got=signer,
+                expected=ch.payee,
+            )
+        self.store.record_receipt(
+            channel_id,
+            task_id=task_id,
+            task_hash=task_hash,
+            amount=amount,
+            cumulative_amount=cumulative,
+            receipt_signature=signature,
+        )
         return PaidReceipt(channel_id, task_id, amount, cumulative, signature)
 
     def resync(self, service_url: str, channel_id: bytes) -> int:
@@ -268,7 +308,10 @@ class Payer:
         if signer != self.address:
             raise WrongSigner(
                 f"service's latest voucher on {_hex(channel_id)} ({accepted}) is signed by "
-                f"{signer}, not by us ({self.address})", got=signer, expected=self.address)
+                f"{signer}, not by us ({self.address})",
+                got=signer,
+                expected=self.address,
+            )
         self.store.record_voucher(channel_id, ch.payee, accepted, signature)
         self._adopt_receipts(service_url, ch, channel_id)
         return accepted
@@ -277,8 +320,9 @@ class Payer:
         path = f"/v1/channels/{_hex(channel_id)}/receipts"
         cursor: str | None = None
         for _page in range(1000):  # bounded: a hostile service cannot keep us here forever
-            page = self._request("GET", service_url, path,
-                                 params={"cursor": cursor} if cursor else None)
+            page = self._request(
+                "GET", service_url, path, params={"cursor": cursor} if cursor else None
+            )
             for item in page.get("items", []) if isinstance(page, dict) else []:
                 try:
                     self._adopt_receipt(ch, channel_id, item)
@@ -294,12 +338,20 @@ class Payer:
         signature = parse_signature(_field(item, "signature"))
         signer = recover(self.domain, Receipt(channel_id, cumulative, task_hash), signature)
         if signer != ch.payee:
-            raise WrongSigner(f"stored receipt at {cumulative} is signed by {signer}",
-                              got=signer, expected=ch.payee)
+            raise WrongSigner(
+                f"stored receipt at {cumulative} is signed by {signer}",
+                got=signer,
+                expected=ch.payee,
+            )
         task_id = item.get("task_id") or _hex(task_hash)
-        self.store.record_receipt(channel_id, task_id=str(task_id), task_hash=task_hash,
-                                  amount=parse_amount(_field(item, "amount")),
-                                  cumulative_amount=cumulative, receipt_signature=signature)
+        self.store.record_receipt(
+            channel_id,
+            task_id=str(task_id),
+            task_hash=task_hash,
+            amount=parse_amount(_field(item, "amount")),
+            cumulative_amount=cumulative,
+            receipt_signature=signature,
+        )
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -308,27 +360,39 @@ class Payer:
         if ch is None:
             ch = self.chain.get_channel(channel_id)
             if ch.status is ChannelStatus.NONE:
-                raise ChannelNotOpen(f"channel {_hex(channel_id)} does not exist on chain",
-                                     channel=_hex(channel_id), status="none")
+                raise ChannelNotOpen(
+                    f"channel {_hex(channel_id)} does not exist on chain",
+                    channel=_hex(channel_id),
+                    status="none",
+                )
             if ch.status is not ChannelStatus.CLOSED and ch.payer != self.address:
-                raise ConfigError(f"channel {_hex(channel_id)} belongs to payer {ch.payer}, "
-                                  f"not to this key ({self.address})")
+                raise ConfigError(
+                    f"channel {_hex(channel_id)} belongs to payer {ch.payer}, "
+                    f"not to this key ({self.address})"
+                )
             self._channels[channel_id] = ch
         return ch
 
     def _request(
-        self, method: str, base: str, path: str, *, json: Any = None,
+        self,
+        method: str,
+        base: str,
+        path: str,
+        *,
+        json: Any = None,
         params: dict[str, str] | None = None,
     ) -> Any:
         url = base.rstrip("/") + path
         try:
             response = self.http.request(method, url, json=json, params=params)
         except httpx.TimeoutException:
-            raise ServiceUnavailable(f"payee service {base} timed out on {method} {path}",
-                                     url=url) from None
+            raise ServiceUnavailable(
+                f"payee service {base} timed out on {method} {path}", url=url
+            ) from None
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(
-                f"payee service {base} unreachable: {type(exc).__name__}", url=url) from None
+                f"payee service {base} unreachable: {type(exc).__name__}", url=url
+            ) from None
         try:
             body = response.json()
         except ValueError:
@@ -357,8 +421,11 @@ def _problem_error(status: int, body: Any, method: str, path: str) -> PieceworkE
         return WrongSigner(detail)
     if status in (502, 503, 504):
         return ServiceUnavailable(f"payee service: {detail} ({method} {path})", status=status)
-    return ServiceError(f"payee service answered {status} {code or ''} on {method} {path}: "
-                        f"{detail}", status=status, code=code)
+    return ServiceError(
+        f"payee service answered {status} {code or ''} on {method} {path}: {detail}",
+        status=status,
+        code=code,
+    )
 
 
 def _field(obj: Any, name: str) -> Any:
