@@ -15,13 +15,20 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["FileLock", "LeaderElector", "Lock", "PgAdvisoryLock", "lock_for_database"]
+__all__ = [
+    "FileLock",
+    "LeaderElector",
+    "Lock",
+    "PgAdvisoryLock",
+    "lock_for_database",
+    "migration_lock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +204,38 @@ class LeaderElector:
             self._lead(term)
         except Exception:
             log.exception("watcher stopped with an error")
+
+
+@contextlib.contextmanager
+def migration_lock(db_url: str) -> Iterator[None]:
+    """Serialise schema migrations across workers starting at the same moment.
+
+    Without it two workers on a fresh database both run ``CREATE TABLE`` and one crashes.
+    PostgreSQL: a blocking session advisory lock (a different key from the leader's);
+    SQLite files: a blocking ``flock`` next to the database; in-memory SQLite: nothing.
+    """
+    url = make_url(db_url)
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        import psycopg  # noqa: PLC0415 - see PgAdvisoryLock
+
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_KEY - 1,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY - 1,))
+        return
+    database = url.database or ""
+    if backend != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        yield
+        return
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".migrate.lock"), "ab") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -9,13 +9,15 @@ instead of a generic pydantic one. The ``pattern``s are documentation for client
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from channel.messages import MAX_TASK_ID_LENGTH
 
 __all__ = [
+    "ChannelIdPath",
     "ChannelPage",
     "ChannelView",
     "ClaimResult",
@@ -23,12 +25,13 @@ __all__ = [
     "Health",
     "Info",
     "LatestVoucher",
-    "PaymentBody",
-    "PaymentRequest",
+    "NewPayment",
+    "PaymentCreated",
     "Problem",
     "ReceiptBody",
     "ReceiptPage",
     "StoredReceipt",
+    "problem_docs",
 ]
 
 AMOUNT_PATTERN: Final = r"^(0|[1-9][0-9]{0,77})$"
@@ -41,6 +44,7 @@ EX_SIG: Final = "0x" + "1b" * 32 + "2c" * 32 + "1b"
 EX_PAYER: Final = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 EX_PAYEE: Final = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 EX_ETH: Final = "0x0000000000000000000000000000000000000000"
+EX_TASK: Final = "0x3e3d4b0bd1d4e5ad2ad1c6e1f27a3a4a3f7d3dba0c0e4e0e3a6d5d2d1b7c3f2a"
 EX_TX: Final = "0x9f1c4e5d0c5a1f3e7b2d8a6c4e0f1b3d5a7c9e1f3b5d7f9a1c3e5a7b9d1f3e5a"
 
 
@@ -57,7 +61,7 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class PaymentRequest(BaseModel):
+class NewPayment(BaseModel):
     """A voucher paying one task: ``cumulative_amount`` = previous accepted + ``amount``."""
 
     model_config = ConfigDict(
@@ -101,7 +105,7 @@ class ReceiptBody(_Out):
                 {
                     "channel_id": EX_CHANNEL,
                     "cumulative_amount": "3000000000000000",
-                    "task_id": "task-42",
+                    "task_id": EX_TASK,
                     "signature": EX_SIG,
                 }
             ]
@@ -110,11 +114,13 @@ class ReceiptBody(_Out):
 
     channel_id: str
     cumulative_amount: str
-    task_id: str = Field(description="The task id string as sent; sign/verify its keccak256.")
+    task_id: str = Field(description="bytes32 keccak256(utf8(task_id)): the Receipt's taskId.")
     signature: str = Field(description="The payee's EIP-712 Receipt signature.")
 
 
-class PaymentBody(_Out):
+class PaymentCreated(_Out):
+    """201 answer of POST /payments, also for an idempotent repeat of the same payment."""
+
     receipt: ReceiptBody
 
 
@@ -194,14 +200,14 @@ class ChannelPage(_Out):
 
 
 class StoredReceipt(_Out):
-    """One accepted payment, as stored: enough for a payer to resync after a crash."""
+    """One accepted payment: its receipt plus what a payer needs to resync after a crash."""
 
     channel_id: str
     cumulative_amount: str
-    amount: str
-    task_hash: str = Field(description="keccak256(utf8(task_id)), the Receipt's taskId.")
+    amount: str = Field(description="What this payment added to the cumulative amount.")
+    task_hash: str = Field(description="keccak256(utf8(task id)): the Receipt's taskId.")
     task_id: str | None = Field(
-        description="The task id string; only shown to the operator (see the privacy model)."
+        description="The task id string as sent; only shown to the operator (privacy model)."
     )
     signature: str = Field(description="The payee's Receipt signature.")
 
@@ -217,7 +223,7 @@ class ReceiptPage(_Out):
                             "channel_id": EX_CHANNEL,
                             "cumulative_amount": "3000000000000000",
                             "amount": "1000000000000000",
-                            "task_hash": EX_CHANNEL,
+                            "task_hash": EX_TASK,
                             "task_id": None,
                             "signature": EX_SIG,
                         }
@@ -281,3 +287,29 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+
+
+ChannelIdPath = Annotated[
+    str,
+    Path(
+        max_length=80,
+        description="bytes32 channel id, 0x + 64 hex digits.",
+        examples=[EX_CHANNEL],
+        json_schema_extra={"pattern": BYTES32_PATTERN},
+    ),
+]
+
+
+_PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
+
+
+def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries saying these statuses answer with problem+json."""
+    return {
+        status: {
+            "model": Problem,
+            "content": {"application/problem+json": {"schema": _PROBLEM_REF}},
+            "description": "RFC 9457 problem details; branch on `code`.",
+        }
+        for status in statuses
+    }

@@ -23,23 +23,20 @@ def _escape(value: str) -> str:
 
 
 class Metrics:
-    """Counters of payments accepted/rejected, a payment latency histogram, and gauges on scrape."""
+    """Payments accepted/rejected, a payment latency histogram, and gauges read on scrape."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.accepted = 0
-        self.replayed = 0
         self.rejected: dict[str, int] = {}
         self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
         self._latency_count = 0
 
-    def payment_accepted(self, seconds: float, *, replay: bool) -> None:
+    def payment_accepted(self, seconds: float) -> None:
+        """A receipt was returned (a new payment or an idempotent repeat of one)."""
         with self._lock:
-            if replay:
-                self.replayed += 1
-            else:
-                self.accepted += 1
+            self.accepted += 1
             self._observe(seconds)
 
     def payment_rejected(self, code: str, seconds: float) -> None:
@@ -55,17 +52,14 @@ class Metrics:
     def render(self, unclaimed: Callable[[], Iterable[tuple[str, int]]] | None = None) -> str:
         """The exposition text; ``unclaimed`` yields ``(token, amount)`` read at scrape time."""
         with self._lock:
-            accepted, replayed = self.accepted, self.replayed
+            accepted = self.accepted
             rejected = sorted(self.rejected.items())
             buckets = list(self._bucket_counts)
             total, count = self._latency_sum, self._latency_count
         lines = [
-            "# HELP piecework_payments_accepted_total Vouchers accepted and committed.",
+            "# HELP piecework_payments_accepted_total Payments answered with a receipt.",
             "# TYPE piecework_payments_accepted_total counter",
             f"piecework_payments_accepted_total {accepted}",
-            "# HELP piecework_payments_replayed_total Repeats answered with the stored receipt.",
-            "# TYPE piecework_payments_replayed_total counter",
-            f"piecework_payments_replayed_total {replayed}",
             "# HELP piecework_payments_rejected_total Payments rejected, by problem code.",
             "# TYPE piecework_payments_rejected_total counter",
         ]

@@ -1,0 +1,192 @@
+"""The payee settlement service's app factory: ``uvicorn --factory api.main:create_app``.
+
+``create_app`` checks the configuration at once (a missing PIECEWORK_OPERATOR_TOKEN stops
+the process with one line, not a traceback); the lifespan then opens the store (running the
+migrations under a cross-worker lock), loads the payee key (never logged), builds the chain
+client, and starts the watcher in a background thread only in the worker that wins watcher
+leadership (``api.leader``), so exactly one watcher acts across workers and replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.deps import Runtime
+from api.leader import LeaderElector, lock_for_database, migration_lock
+from api.middleware import RequestGuard
+from api.problems import install_problem_handlers
+from api.routes import channels, health, info, metrics, payments
+from channel.config import Settings
+from channel.errors import ConfigError, PieceworkError
+from channel.keys import SigningKey, load_key
+from channel.messages import MAX_UINT256, Domain
+from channel.payee import ChannelSource, PayeeService
+from channel.signing import Signer
+from channel.state import ChannelStatus, OnchainChannel
+from channel.store import PayeeStore, make_engine, migrate
+
+__all__ = ["ChainChannelSource", "Overrides", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class ChainChannelSource:
+    """``ChannelSource`` over the chain client: ``getChannel``, None for a never-opened id.
+
+    The adapter the core's ``PayeeService`` needs; ``ChainClient.get_channel`` returns a
+    ``NONE``-status channel instead of None.
+    """
+
+    def __init__(self, chain: Any) -> None:
+        self._chain = chain
+
+    def get(self, channel_id: bytes) -> OnchainChannel | None:
+        channel: OnchainChannel = self._chain.get_channel(channel_id)
+        return None if channel.status is ChannelStatus.NONE else channel
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Test seams: replace the chain with an in-memory ``ChannelSource`` (no watcher, no claim)."""
+
+    source: ChannelSource | None = None
+    node_check: Callable[[], None] | None = None
+    start_watcher: bool = True
+
+
+def _check(settings: Settings) -> None:
+    token = settings.operator_token
+    if token is None or not token.get_secret_value().strip():
+        raise ConfigError(
+            "PIECEWORK_OPERATOR_TOKEN is not set: the service refuses to start without the "
+            "bearer token that guards its operator endpoints"
+        )
+    if settings.keystore is None and settings.private_key is None:
+        raise ConfigError(
+            "no payee key: set PIECEWORK_KEYSTORE (+ PIECEWORK_KEYSTORE_PASSWORD) or, for "
+            "development, PIECEWORK_PRIVATE_KEY"
+        )
+    settings.require_contract()
+
+
+def _load_key(settings: Settings) -> SigningKey:
+    if settings.keystore is not None:
+        password = settings.keystore_password
+        return load_key(settings.keystore, password.get_secret_value() if password else None)
+    if settings.private_key is None:  # pragma: no cover - _check rules this out
+        raise ConfigError("no payee key configured")
+    return SigningKey.from_hex(settings.private_key.get_secret_value())
+
+
+def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderElector | None]:
+    engine = make_engine(settings.database_url)
+    with migration_lock(settings.database_url):
+        migrate(engine)
+    key = _load_key(settings)
+    signer = Signer(key.private_key)
+    contract = settings.require_contract()
+    store = PayeeStore(engine)
+
+    if overrides.source is not None:
+        if settings.chain_id is None:
+            raise ConfigError("PIECEWORK_CHAIN_ID is required without a node")
+        domain = Domain(settings.chain_id, contract)
+        service = PayeeService(
+            store, signer, domain, overrides.source,
+            min_challenge_period=settings.min_challenge_period,
+        )
+        runtime = Runtime(
+            settings=settings, engine=engine, store=store, service=service, domain=domain,
+            payees=(signer.address,), node_check=overrides.node_check or (lambda: None),
+        )
+        return runtime, None
+
+    from channel.chain import ChainClient  # noqa: PLC0415 - web3 import is slow; tests skip it
+    from channel.watcher import ClaimPolicy, Watcher  # noqa: PLC0415
+
+    chain = ChainClient.from_url(
+        settings.rpc_url, contract, account=key.account, confirmations=settings.confirmations
+    )
+    # A configured chain id lets the service start while the node is down (uncached channels
+    # then answer 503); without one the node must answer now, and a mismatch is refused.
+    chain_id = settings.chain_id if settings.chain_id is not None else chain.chain_id()
+    domain = Domain(chain_id, contract)
+    service = PayeeService(
+        store, signer, domain, ChainChannelSource(chain),
+        min_challenge_period=settings.min_challenge_period,
+    )
+
+    def claim(channel_id: bytes, cumulative: int, signature: bytes) -> bytes:
+        return chain.claim(channel_id, cumulative, signature).tx_hash
+
+    def node_check() -> None:
+        chain.block_number()
+
+    runtime = Runtime(
+        settings=settings, engine=engine, store=store, service=service, domain=domain,
+        payees=(signer.address,), node_check=overrides.node_check or node_check, claim=claim,
+    )
+    if not overrides.start_watcher:
+        return runtime, None
+    watcher = Watcher(
+        chain,
+        store,
+        frozenset({signer.address}),
+        confirmations=max(1, settings.confirmations),
+        # Settings say 0 disables a rule; the policy expresses "never" as an unreachable bound.
+        policy=ClaimPolicy(
+            default_threshold=settings.claim_min_unclaimed or MAX_UINT256 + 1,
+            max_age=float(settings.claim_max_age_seconds or "inf"),
+        ),
+    )
+    # The elector owns leadership; the watcher's own lock stays the always-held default.
+    elector = LeaderElector(lock_for_database(settings.database_url), watcher.run)
+    return runtime, elector
+
+
+def create_app(settings: Settings | None = None, overrides: Overrides | None = None) -> FastAPI:
+    """Build the app; configuration errors exit at once with a one-line message."""
+    settings = settings if settings is not None else Settings()
+    try:
+        _check(settings)
+    except ConfigError as exc:
+        log.error("piecework: %s", exc)
+        raise SystemExit(f"piecework: {exc}") from None
+    chosen = overrides or Overrides()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            runtime, elector = _build(settings, chosen)
+        except PieceworkError as exc:
+            # One line, no traceback: the message names what to fix and never holds a key.
+            log.error("piecework: cannot start: %s", exc)
+            raise SystemExit(f"piecework: cannot start: {exc}") from None
+        app.state.runtime = runtime
+        if elector is not None:
+            elector.start()
+        try:
+            yield
+        finally:
+            if elector is not None:
+                elector.stop()
+            runtime.engine.dispose()
+
+    app = FastAPI(
+        title="Piecework payee service",
+        version="1",
+        summary="Payment-channel vouchers in, signed receipts out (PROTOCOL.md, HTTP API v1).",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    # No CORS middleware on purpose: browsers get no cross-origin access to this service.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    for module in (info, channels, payments, health, metrics):
+        app.include_router(module.router)
+    return app

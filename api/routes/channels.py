@@ -1,0 +1,220 @@
+"""Channels: list (operator), read one, receipts (resync), close consent, claim (operator)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api.deps import OperatorDep, OptionalOperatorDep, Runtime, RuntimeDep
+from api.problems import ProblemError
+from api.queries import list_channels, list_payments
+from api.schemas import (
+    ADDRESS_PATTERN,
+    BYTES32_PATTERN,
+    ChannelIdPath,
+    ChannelPage,
+    ChannelView,
+    ClaimResult,
+    CloseConsentBody,
+    LatestVoucher,
+    ReceiptPage,
+    StoredReceipt,
+    problem_docs,
+)
+from channel.errors import NodeUnavailable, UnknownChannel
+from channel.messages import parse_address, parse_bytes32
+from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
+
+router = APIRouter(prefix="/v1/channels", tags=["channels"])
+
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
+_STATUS_NAMES: dict[str, ChannelStatus] = {
+    "open": ChannelStatus.OPEN,
+    "closing": ChannelStatus.CLOSING,
+    "closed": ChannelStatus.CLOSED,
+}
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _view(state: PayeeChannelState, onchain: OnchainChannel | None = None) -> ChannelView:
+    chain: OnchainChannel | PayeeChannelState = onchain if onchain is not None else state
+    latest = (
+        LatestVoucher(
+            cumulative_amount=str(state.accepted), signature=_hex(state.voucher_signature)
+        )
+        if state.voucher_signature is not None
+        else None
+    )
+    return ChannelView(
+        channel_id=_hex(state.channel_id),
+        payer=chain.payer,
+        payee=chain.payee,
+        token=chain.token,
+        deposit=str(chain.deposit),
+        claimed=str(chain.claimed),
+        challenge_period=chain.challenge_period,
+        closes_at=chain.closes_at,
+        status=chain.status.name.lower(),
+        latest=latest,
+    )
+
+
+def _ours(runtime: Runtime, channel_id: bytes) -> PayeeChannelState:
+    """The stored channel if it pays one of our payees; else ``UnknownChannel`` (404)."""
+    state = runtime.store.channel(channel_id)
+    if state is None or state.payee not in runtime.payees:
+        raise UnknownChannel(f"unknown channel {_hex(channel_id)}", channel=_hex(channel_id))
+    return state
+
+
+@router.get(
+    "",
+    response_model=ChannelPage,
+    responses=problem_docs(401, 422),
+    summary="List the payee's channels (operator)",
+)
+def channels(
+    runtime: RuntimeDep,
+    _: OperatorDep,
+    limit: Limit = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=80, description="next_cursor of the previous page (opaque).",
+              json_schema_extra={"pattern": BYTES32_PATTERN}),
+    ] = None,
+    status: Annotated[Literal["open", "closing", "closed"] | None, Query()] = None,
+    payer: Annotated[
+        str | None, Query(max_length=80, json_schema_extra={"pattern": ADDRESS_PATTERN})
+    ] = None,
+) -> ChannelPage:
+    """Channels paying this service's payees, ordered by id, as the store mirrors them.
+
+    Operator only: the list reveals every client of the payee.
+    """
+    after = parse_bytes32(cursor) if cursor is not None else None
+    rows, next_id = list_channels(
+        runtime.engine,
+        payees=runtime.payees,
+        limit=limit,
+        after=after,
+        status=_STATUS_NAMES[status] if status is not None else None,
+        payer=parse_address(payer) if payer is not None else None,
+    )
+    return ChannelPage(
+        items=[_view(s) for s in rows], next_cursor=_hex(next_id) if next_id else None
+    )
+
+
+@router.get(
+    "/{channel_id}",
+    response_model=ChannelView,
+    responses=problem_docs(404, 422, 503),
+    summary="On-chain state and the latest accepted voucher",
+)
+def channel(channel_id: ChannelIdPath, runtime: RuntimeDep) -> ChannelView:
+    """Live ``getChannel`` from the node (the store's mirror if the node is unreachable),
+    plus the latest voucher this service accepted (null before the first payment)."""
+    cid = parse_bytes32(channel_id)
+    state = runtime.store.channel(cid)
+    try:
+        onchain = runtime.service.source.get(cid) if runtime.service.source else None
+    except NodeUnavailable:
+        if state is None:
+            raise
+        onchain = None
+    if state is None:
+        # First sight of the channel: the service fetches and mirrors it (or 404s).
+        state = runtime.service.latest(cid)
+    if state.payee not in runtime.payees:
+        raise UnknownChannel(f"unknown channel {channel_id}", channel=channel_id)
+    return _view(state, onchain)
+
+
+@router.get(
+    "/{channel_id}/receipts",
+    response_model=ReceiptPage,
+    responses=problem_docs(401, 404, 422),
+    summary="Receipts of a channel, oldest first (for a client resyncing)",
+)
+def receipts(
+    channel_id: ChannelIdPath,
+    runtime: RuntimeDep,
+    is_operator: OptionalOperatorDep,
+    limit: Limit = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=20, description="next_cursor of the previous page (opaque).",
+              json_schema_extra={"pattern": "^[0-9]{1,19}$"}),
+    ] = None,
+) -> ReceiptPage:
+    """Every receipt issued on the channel, so a payer that lost its state can rebuild it.
+
+    Public per channel (like the channel itself, whose id is on chain), but task id strings,
+    which may name a client's work, are shown only with the operator token; everyone gets the
+    bytes32 ``task_hash`` the receipt signs, which a payer can match against its own tasks.
+    """
+    cid = parse_bytes32(channel_id)
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19):
+        raise ProblemError(422, "invalid_cursor", "cursor must be a next_cursor from this API")
+    _ours(runtime, cid)
+    rows, next_id = list_payments(
+        runtime.engine, cid, limit=limit, after=int(cursor) if cursor else 0
+    )
+    return ReceiptPage(
+        items=[
+            StoredReceipt(
+                channel_id=channel_id.lower(),
+                cumulative_amount=str(p.cumulative_amount),
+                amount=str(p.amount),
+                task_hash=_hex(p.task_hash),
+                task_id=p.task_id if is_operator else None,
+                signature=_hex(p.receipt_signature),
+            )
+            for p in rows
+        ],
+        next_cursor=str(next_id) if next_id is not None else None,
+    )
+
+
+@router.post(
+    "/{channel_id}/close",
+    response_model=CloseConsentBody,
+    responses=problem_docs(404, 422, 503),
+    summary="The payee's CloseConsent for the latest accepted voucher",
+)
+def close(channel_id: ChannelIdPath, runtime: RuntimeDep) -> CloseConsentBody:
+    """Signs ``CloseConsent(channelId, latest accepted cumulative amount)``; with it and the
+    payer's voucher for that amount anyone can ``cooperativeClose`` at once."""
+    amount, signature = runtime.service.close_consent(channel_id)
+    return CloseConsentBody(cumulative_amount=str(amount), signature=_hex(signature))
+
+
+@router.post(
+    "/{channel_id}/claim",
+    response_model=ClaimResult,
+    responses=problem_docs(401, 404, 409, 422, 502, 503, 504),
+    summary="Claim the latest accepted voucher on chain now (operator)",
+)
+def claim(channel_id: ChannelIdPath, runtime: RuntimeDep, _: OperatorDep) -> ClaimResult:
+    """Sends ``claim(channelId, latest cumulative amount, payer signature)`` and waits for the
+    receipt. 409 ``nothing_to_claim`` when no voucher above ``claimed`` is held."""
+    cid = parse_bytes32(channel_id)
+    state = _ours(runtime, cid)
+    if state.voucher_signature is None or state.accepted <= state.claimed:
+        raise ProblemError(
+            409,
+            "nothing_to_claim",
+            f"no accepted voucher above the claimed {state.claimed}",
+            claimed=state.claimed,
+            accepted=state.accepted,
+        )
+    if runtime.claim is None:
+        raise ProblemError(503, "chain_not_configured", "this service has no chain client")
+    tx_hash = runtime.claim(cid, state.accepted, state.voucher_signature)
+    return ClaimResult(
+        channel_id=_hex(cid), cumulative_amount=str(state.accepted), tx_hash=_hex(tx_hash)
+    )
