@@ -172,13 +172,19 @@ def _domain_problem(exc: E.PieceworkError) -> Response:
     elif isinstance(exc, E.ContractRevert):
         extra.pop("name", None)
         extra["revert"] = exc.name
+    message = exc.message
+    if isinstance(exc, E.NodeUnavailable | E.TransactionTimeout):
+        # The message names the RPC URL, which may embed a provider API key: log it, show a
+        # fixed sentence.
+        log.warning("%s", exc.message)
+        message = "the Ethereum node is unreachable or too slow; retry later"
     if status == 503:
         headers["Retry-After"] = "1"
     if status == 500:
         # Config errors are operator problems: log them, show the client nothing internal.
         log.error("server error: %r", exc)
         return problem_response(500, exc.code, "the service is misconfigured or failed")
-    return problem_response(status, exc.code, exc.message, headers=headers, **extra)
+    return problem_response(status, exc.code, message, headers=headers, **extra)
 
 
 def _validation_problem(exc: RequestValidationError) -> Response:
