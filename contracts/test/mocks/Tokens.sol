@@ -127,6 +127,11 @@ contract ReentrantToken is ERC20 {
         _mint(to, amount);
     }
 
+    /// @notice Lets this token contract itself act as a payer (for re-entrant opens).
+    function approveFromSelf(address spender, uint256 amount) external {
+        _approve(address(this), spender, amount);
+    }
+
     /// @notice Arms the hook: the next transfer calls `target` with `data`.
     function arm(address target_, bytes calldata data) external {
         target = target_;
