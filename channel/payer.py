@@ -3,8 +3,8 @@
 A payment is: sign ``Voucher(channel, previous + amount)``, **store it before sending** (so a
 crash never leaves a voucher out there that we do not know about), POST it to the payee
 service, check that the receipt recovers to the channel's payee and names our task and amount,
-store the receipt. Vouchers only go up: the payer never signs a cumulative amount below its
-latest signed one (re-sending that very voucher, byte-identical, is the only repeat).
+store the receipt. Signatures are deterministic (RFC 6979), so the payer can never produce two
+different vouchers for one cumulative amount: asking again yields the byte-identical voucher.
 
 On ``409`` the service is ahead of or behind us (another device with the same key, or a
 voucher of ours that never arrived): ``resync`` reads the service's latest accepted voucher,
@@ -190,65 +190,46 @@ class Payer:
             raise InvalidAmount(f"payment amount must be a positive int, got {amount!r}")
         task_hash = task_id_hash(task_id)
         ch = self._channel(channel_id)
+        if ch.status is not ChannelStatus.OPEN:
+            raise ChannelNotOpen(
+                f"channel {_hex(channel_id)} is {ch.status.name.lower()}, not open",
+                channel=_hex(channel_id), status=ch.status.name.lower())
         latest = self.store.latest_voucher(channel_id)
-        base = latest[0] if latest else 0
+        signed = latest[0] if latest else 0
+        receipted = max((int(r["cumulative_amount"]) for r in self.store.receipts(channel_id)),
+                        default=0)
+        # A voucher we signed but never got a receipt for (crash, timeout): ask the service
+        # where it stands before extending anything.
+        base = self.resync(service_url, channel_id) if signed > receipted else signed
         for attempt in (1, 2):
             cumulative = base + amount
-            self._check_can_sign(ch, channel_id, cumulative)
             if cumulative > ch.deposit:
                 ch = self._channel(channel_id, refresh=True)  # maybe topped up meanwhile
                 if cumulative > ch.deposit:
                     raise ExceedsDeposit(
                         f"paying {amount} on {_hex(channel_id)} needs cumulative {cumulative}, "
-                        f"above the deposit {ch.deposit}",
-                        deposit=ch.deposit,
-                    )
+                        f"above the deposit {ch.deposit}", deposit=ch.deposit)
+            # RFC 6979 signatures are deterministic: a voucher for an amount we signed before
+            # is that very voucher again, never a second one for the same cumulative amount.
             signature = self.signer.sign(self.domain, Voucher(channel_id, cumulative))
             # Durable before it leaves the process: we must never forget a voucher we sent.
             self.store.record_voucher(channel_id, ch.payee, cumulative, signature)
             try:
                 body = self._request(
-                    "POST",
-                    service_url,
-                    f"/v1/channels/{_hex(channel_id)}/payments",
-                    json={
-                        "task_id": task_id,
-                        "amount": str(amount),
-                        "cumulative_amount": str(cumulative),
-                        "signature": _hex(signature),
-                    },
+                    "POST", service_url, f"/v1/channels/{_hex(channel_id)}/payments",
+                    json={"task_id": task_id, "amount": str(amount),
+                          "cumulative_amount": str(cumulative), "signature": _hex(signature)},
                 )
             except StaleVoucher as exc:
                 if attempt == 2:
                     raise
-                log.info(
-                    "service rejected %d on %s as stale (current %s); resyncing",
-                    cumulative,
-                    _hex(channel_id),
-                    exc.current,
-                )
+                log.info("service rejected %d on %s as stale (current %s); resyncing",
+                         cumulative, _hex(channel_id), exc.current)
                 base = self.resync(service_url, channel_id)
                 continue
-            return self._accept_receipt(
-                ch, channel_id, task_id, task_hash, amount, cumulative, body
-            )
+            return self._accept_receipt(ch, channel_id, task_id, task_hash, amount, cumulative,
+                                        body)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _check_can_sign(self, ch: OnchainChannel, channel_id: bytes, cumulative: int) -> None:
-        if ch.status is not ChannelStatus.OPEN:
-            raise ChannelNotOpen(
-                f"channel {_hex(channel_id)} is {ch.status.name.lower()}, not open",
-                channel=_hex(channel_id),
-                status=ch.status.name.lower(),
-            )
-        latest = self.store.latest_voucher(channel_id)
-        if latest is not None and cumulative < latest[0]:
-            raise StaleVoucher(
-                f"the service expects cumulative {cumulative} on {_hex(channel_id)}, below our "
-                f"latest signed voucher {latest[0]} (a payment that never arrived?): retry that "
-                "task, or close the channel",
-                current=latest[0],
-            )
 
     def _accept_receipt(  # noqa: PLR0917 - private, called once with every value named
         self,
