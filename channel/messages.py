@@ -29,9 +29,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from eth_hash.auto import keccak
-
 from channel import eip712
+from channel._keccak import keccak256 as keccak
 from channel.errors import (
     InvalidAddress,
     InvalidAmount,
@@ -76,7 +75,9 @@ CLOSE_CONSENT_TYPE: Final = "CloseConsent(bytes32 channelId,uint256 cumulativeAm
 
 MAX_UINT256: Final = 2**256 - 1
 SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-_HALF_N: Final = SECP256K1_N // 2
+_HALF_N_BYTES: Final = (SECP256K1_N // 2).to_bytes(32, "big")
+_N_BYTES: Final = SECP256K1_N.to_bytes(32, "big")
+_ZERO32: Final = bytes(32)
 MAX_TASK_ID_LENGTH: Final = 256
 
 _TYPE_STRING = re.compile(r"^(\w+)\(([^()]*)\)$")
@@ -93,19 +94,22 @@ def _fields(type_string: str) -> tuple[str, list[dict[str, str]]]:
 
 # --- validation ------------------------------------------------------------------------------
 
-_HEX = re.compile(r"^0x[0-9a-fA-F]*$")
 _DECIMAL = re.compile(r"^(0|[1-9][0-9]{0,77})$")
 
 
 def _hex_bytes(value: object, length: int, error: type[Exception], what: str) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
-    elif isinstance(value, str) and _HEX.match(value):
+    elif isinstance(value, str) and value.startswith("0x") and value.isascii():
         if len(value) != 2 + 2 * length:
             raise error(f"{what} must be 0x + {2 * length} hex digits, got {len(value) - 2}")
-        raw = bytes.fromhex(value[2:])
+        try:
+            raw = bytes.fromhex(value[2:])
+        except ValueError:
+            raise error(f"{what} is not valid hex: {_preview(value)}") from None
     else:
         raise error(f"{what} must be 0x-prefixed hex, got {_preview(value)}")
+    # fromhex skips whitespace, so a padded string comes out short and fails here.
     if len(raw) != length:
         raise error(f"{what} must be exactly {length} bytes, got {len(raw)}")
     return raw
@@ -114,7 +118,7 @@ def _hex_bytes(value: object, length: int, error: type[Exception], what: str) ->
 def to_checksum_address(raw: bytes) -> str:
     """EIP-55: hex digit i is upper-cased when nibble i of keccak(lowercase hex) is >= 8."""
     digits = raw.hex()
-    hashed = bytes(keccak(digits.encode())).hex()
+    hashed = keccak(digits.encode()).hex()
     return "0x" + "".join(
         c.upper() if int(h, 16) >= 8 else c for c, h in zip(digits, hashed[:40], strict=True)
     )
@@ -172,11 +176,11 @@ def parse_signature(value: object) -> bytes:
     v = raw[64]
     if v not in (27, 28):
         raise MalformedSignature(f"signature v must be 27 or 28, got {v}", v=v)
-    r = int.from_bytes(raw[0:32], "big")
-    s = int.from_bytes(raw[32:64], "big")
-    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
+    # Equal-length big-endian byte strings compare like the integers they encode.
+    r, s = raw[0:32], raw[32:64]
+    if not (_ZERO32 < r < _N_BYTES and _ZERO32 < s < _N_BYTES):
         raise MalformedSignature("signature r or s is out of range")
-    if s > _HALF_N:
+    if s > _HALF_N_BYTES:
         raise MalformedSignature("high-s signature rejected (EIP-2); normalise s to n - s")
     return raw
 
@@ -196,7 +200,7 @@ def task_id_hash(task_id: object) -> bytes:
         encoded = task_id.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidTaskId("task id is not valid Unicode (lone surrogate)") from exc
-    return bytes(keccak(encoded))
+    return keccak(encoded)
 
 
 # --- domain ----------------------------------------------------------------------------------
@@ -236,7 +240,7 @@ class Domain:
 
     def digest(self, message: Message) -> bytes:
         """``keccak256(0x1901 || domainSeparator || hashStruct(message))``: what is signed."""
-        return bytes(keccak(self._prefix + message.struct_hash()))
+        return keccak(self._prefix + message.struct_hash())
 
     def typed_data(self, message: Message) -> dict[str, Any]:
         """The full typed-data JSON for wallets and eth-account (uint256 as int, bytes as hex)."""
@@ -266,7 +270,7 @@ class Voucher:
     """Signed by the payer: the channel may pay the payee up to ``cumulative_amount`` in total."""
 
     TYPE: ClassVar[str] = VOUCHER_TYPE
-    TYPE_HASH: ClassVar[bytes] = bytes(keccak(VOUCHER_TYPE.encode()))
+    TYPE_HASH: ClassVar[bytes] = keccak(VOUCHER_TYPE.encode())
 
     channel_id: bytes
     cumulative_amount: int
@@ -294,7 +298,7 @@ class Receipt:
     """
 
     TYPE: ClassVar[str] = RECEIPT_TYPE
-    TYPE_HASH: ClassVar[bytes] = bytes(keccak(RECEIPT_TYPE.encode()))
+    TYPE_HASH: ClassVar[bytes] = keccak(RECEIPT_TYPE.encode())
 
     channel_id: bytes
     cumulative_amount: int
@@ -328,7 +332,7 @@ class CloseConsent:
     """Signed by the payee: it agrees to close the channel now at ``cumulative_amount``."""
 
     TYPE: ClassVar[str] = CLOSE_CONSENT_TYPE
-    TYPE_HASH: ClassVar[bytes] = bytes(keccak(CLOSE_CONSENT_TYPE.encode()))
+    TYPE_HASH: ClassVar[bytes] = keccak(CLOSE_CONSENT_TYPE.encode())
 
     channel_id: bytes
     cumulative_amount: int

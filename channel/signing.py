@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import coincurve
-from eth_hash.auto import keccak
 
+from channel._keccak import keccak256
 from channel.errors import ConfigError, MalformedSignature, WrongSigner
 from channel.messages import Domain, Message, parse_signature, to_checksum_address
 
@@ -42,7 +42,7 @@ def address_of_public_key(public_key_uncompressed: bytes) -> bytes:
     """The 20-byte address of a 65-byte uncompressed public key (``0x04 || X || Y``)."""
     address = _ADDRESS_CACHE.get(public_key_uncompressed)
     if address is None:
-        address = bytes(keccak(public_key_uncompressed[1:]))[12:]
+        address = keccak256(public_key_uncompressed[1:])[12:]
         if len(_ADDRESS_CACHE) >= _ADDRESS_CACHE_MAX:
             _ADDRESS_CACHE.clear()
         _ADDRESS_CACHE[public_key_uncompressed] = address

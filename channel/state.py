@@ -10,13 +10,14 @@ was mutated, because states are frozen, so the caller simply keeps the old state
 
 Payee rules for ``PaymentReceived`` (in this order):
 
+0. the task was already paid by this very voucher: an idempotent replay (``PaymentReplayed``,
+   the caller answers with the stored receipt), whatever the channel's status now;
 1. the channel is known and ``OPEN`` (a channel whose payer started closing takes no new
    payments: ``ChannelNotOpen``, even before ``closesAt``, because a receipt promises work
    the payee may not be paid for once the payer can settle);
 2. its challenge period is at least the service minimum (``ChallengePeriodTooShort``);
 3. the voucher was signed by the channel's payer (``WrongSigner``);
-4. the task was already paid: the same voucher again is an idempotent replay
-   (``PaymentReplayed``, same receipt); any other voucher is ``TaskConflict``;
+4. the task was already paid by another voucher: ``TaskConflict``;
 5. ``amount > 0`` and ``cumulative == accepted + amount`` (else ``StaleVoucher(current=...)``);
 6. ``cumulative <= deposit`` (else ``ExceedsDeposit``).
 
@@ -388,6 +389,18 @@ def _payee_payment(
     state: PayeeChannelState, change: PaymentReceived, rules: PayeeRules
 ) -> TransitionResult:
     channel = _hex(state.channel_id)
+    prior = change.prior
+    if (
+        prior is not None
+        and prior.cumulative_amount == change.cumulative_amount
+        and prior.voucher_signature == change.voucher_signature
+    ):
+        # The receipt was issued already; answering a retry with it again is always safe,
+        # even if the channel has started closing since.
+        return TransitionResult(
+            state,
+            (PaymentReplayed(state.channel_id, change.task_hash, change.cumulative_amount),),
+        )
     if state.status != ChannelStatus.OPEN:
         raise ChannelNotOpen(
             f"channel {channel} is {state.status.name.lower()}, not open",
@@ -408,16 +421,7 @@ def _payee_payment(
             got=_hex(change.signer),
             expected=state.payer,
         )
-    prior = change.prior
     if prior is not None:
-        if (
-            prior.cumulative_amount == change.cumulative_amount
-            and prior.voucher_signature == change.voucher_signature
-        ):
-            return TransitionResult(
-                state,
-                (PaymentReplayed(state.channel_id, change.task_hash, change.cumulative_amount),),
-            )
         raise TaskConflict(
             f"task {_hex(change.task_hash)} was already paid by the voucher for "
             f"{prior.cumulative_amount}, got one for {change.cumulative_amount}",

@@ -256,7 +256,7 @@ class PayeeMachine(RuleBasedStateMachine):
     def pay(self, amount: int, task: int, honest: bool) -> None:
         task_hash = task.to_bytes(32, "big")
         cumulative = self.state.accepted + amount if honest else max(0, self.state.accepted - 1)
-        sig = cumulative.to_bytes(65, "big")
+        sig = cumulative.to_bytes(65, "big", signed=True)
         prior = self.paid.get(task_hash)
         change = pay(
             amount,
@@ -326,3 +326,9 @@ class PayeeMachine(RuleBasedStateMachine):
 
 TestPayeeMachine = PayeeMachine.TestCase
 TestPayeeMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+
+
+def test_replay_is_answered_even_after_close_started() -> None:
+    state = make_state(accepted=10, status=ChannelStatus.CLOSING, closes_at=5_000)
+    result = transition(state, pay(10, 10, prior=PriorPayment(10, SIG)))
+    assert result.events == (PaymentReplayed(CID, TASK, 10),)
