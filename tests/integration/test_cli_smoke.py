@@ -1,0 +1,146 @@
+"""``piecework`` through click's CliRunner against anvil: every command once, and its errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+from payee_twin import SERVICE_URL, PayeeTwin, voucher_sig
+from piecework_testnode import Accounts, Deployment, Node, advance_time
+from web3 import Web3
+
+from channel.chain import ChainClient
+from channel.cli import cli
+
+pytestmark = pytest.mark.integration
+
+
+def run(node: Node, deployment: Deployment, key: str, *args: str,
+        env: dict[str, str] | None = None) -> Result:
+    base = {"PIECEWORK_RPC_URL": node.url, "PIECEWORK_CONTRACT_ADDRESS": deployment.channels,
+            "PIECEWORK_PRIVATE_KEY": key, "PIECEWORK_KEYSTORE": "", "PIECEWORK_DATABASE_URL": ""}
+    base.update(env or {})
+    return CliRunner().invoke(cli, list(args), env=base, catch_exceptions=False)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def test_deploy_prints_addresses(
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, chain_snapshot: None, w3: Web3
+) -> None:
+    out = ok(run(anvil_node, deployment, accounts.deployer.key.hex(), "deploy", "--stablecoin"))
+    channels, coin = out.splitlines()
+    assert w3.eth.get_code(Web3.to_checksum_address(channels))
+    assert w3.eth.get_code(Web3.to_checksum_address(coin))
+
+
+def test_open_top_up_status_close_settle(
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, chain_snapshot: None, w3: Web3
+) -> None:
+    payer_key = accounts.payer.key.hex()
+    channel = ok(run(anvil_node, deployment, payer_key, "open", "--payee",
+                     accounts.payee.address, "--amount", "1000000", "--challenge-period", "600"))
+    assert channel.startswith("0x") and len(channel) == 66
+    assert ok(run(anvil_node, deployment, payer_key, "top-up", "--channel", channel,
+                  "--amount", "500")) == "deposit 1000500"
+    status = ok(run(anvil_node, deployment, payer_key, "status", "--channel", channel))
+    assert "open" in status and "1000500" in status
+
+    sig = voucher_sig(accounts.payer, deployment.channels, bytes.fromhex(channel[2:]), 400)
+    claimed = ok(run(anvil_node, deployment, accounts.payee.key.hex(), "claim", "--channel",
+                     channel, "--amount", "400", "--signature", "0x" + sig.hex()))
+    assert claimed.startswith("claimed 400")
+
+    assert "closing" in ok(run(anvil_node, deployment, payer_key, "close", "--channel", channel))
+    early = run(anvil_node, deployment, payer_key, "settle", "--channel", channel)
+    assert early.exit_code == 1
+    assert early.stderr.startswith("error: challenge period") and "Traceback" not in early.output
+    assert len(early.stderr.strip().splitlines()) == 1
+    advance_time(w3, 600)
+    assert ok(run(anvil_node, deployment, accounts.third.key.hex(), "settle", "--channel",
+                  channel)) == "settled; payer refund 1000100"
+
+
+def test_erc20_open_with_permit(
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, chain_snapshot: None,
+    make_client: Callable[..., ChainClient],
+) -> None:
+    channel = ok(run(anvil_node, deployment, accounts.payer.key.hex(), "open", "--payee",
+                     accounts.payee.address, "--amount", "5000000", "--token",
+                     deployment.stablecoin, "--permit"))
+    ch = make_client().get_channel(bytes.fromhex(channel[2:]))
+    assert (ch.token, ch.deposit) == (deployment.stablecoin, 5_000_000)
+
+
+def test_pay_through_the_service(  # noqa: PLR0917 - fixtures
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, payee_twin: PayeeTwin,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_client = httpx.Client
+    monkeypatch.setattr("channel.payer.httpx.Client", lambda **_: real_client(
+        transport=httpx.MockTransport(payee_twin.handler)))
+    env = {"PIECEWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'payer.db'}"}
+    key = accounts.payer.key.hex()
+    channel = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
+                     "--amount", "100000", "--challenge-period", "3600", env=env))
+    out = ok(run(anvil_node, deployment, key, "pay", "--service", SERVICE_URL, "--channel",
+                 channel, "--task", "t-1", "--amount", "250", env=env))
+    assert out.startswith("receipt cumulative_amount=250 ")
+    closed = ok(run(anvil_node, deployment, key, "close", "--channel", channel, "--service",
+                    SERVICE_URL, env=env))
+    assert closed.startswith("closed cooperatively")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["status", "--channel", "0x" + "00" * 32], {"PIECEWORK_CONTRACT_ADDRESS": ""},
+         "error: no contract address"),
+        (["status", "--channel", "0x" + "00" * 32], {"PIECEWORK_RPC_URL": "http://127.0.0.1:9"},
+         "error: node at http://127.0.0.1:9 unavailable"),
+        (["top-up", "--channel", "0x" + "00" * 32, "--amount", "5"], {},
+         "error: cannot top up channel"),
+        (["top-up", "--channel", "0x" + "00" * 32, "--amount", "5"],
+         {"PIECEWORK_PRIVATE_KEY": ""}, "error: no signing key"),
+    ],
+)
+def test_errors_are_one_line(  # noqa: PLR0917 - fixtures
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, args: list[str],
+    env: dict[str, str], message: str,
+) -> None:
+    result = run(anvil_node, deployment, accounts.payer.key.hex(), *args, env=env)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert accounts.payer.key.hex()[2:] not in result.output
+
+
+@pytest.mark.parametrize("amount", ["1e18", "1.5", "-1", "0x10", " 7"])
+def test_amounts_are_integer_decimal_strings_only(
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, amount: str
+) -> None:
+    result = run(anvil_node, deployment, accounts.payer.key.hex(), "top-up", "--channel",
+                 "0x" + "00" * 32, "--amount", amount)
+    assert result.exit_code == 2
+    assert "not an integer amount in base units" in result.stderr
+
+
+def test_keys_new_and_address(tmp_path: Path, anvil_node: Node, deployment: Deployment) -> None:
+    path = tmp_path / "key.json"
+    env = {"PIECEWORK_KEYSTORE_PASSWORD": "correct horse"}
+    created = ok(run(anvil_node, deployment, "", "keys", "new", str(path), env=env))
+    assert json.loads(path.read_text())["address"].lower() == created[2:].lower()
+    assert path.stat().st_mode & 0o077 == 0
+    shown = ok(run(anvil_node, deployment, "", "--keystore", str(path), "keys", "address",
+                   env=env))
+    assert shown == created
+    wrong = run(anvil_node, deployment, "", "--keystore", str(path), "keys", "address",
+                env={"PIECEWORK_KEYSTORE_PASSWORD": "nope"})
+    assert wrong.exit_code == 1 and wrong.stderr.startswith("error: wrong password")
