@@ -26,7 +26,7 @@ from channel.config import Settings
 from channel.errors import ConfigError, PieceworkError
 from channel.keys import SigningKey, load_key
 from channel.messages import MAX_UINT256, Domain
-from channel.payee import ChannelSource, PayeeService
+from channel.payee import ChannelSource, GroupCommitter, PayeeService
 from channel.signing import Signer
 from channel.state import ChannelStatus, OnchainChannel
 from channel.store import PayeeStore, make_engine, migrate
@@ -34,6 +34,9 @@ from channel.store import PayeeStore, make_engine, migrate
 __all__ = ["ChainChannelSource", "Overrides", "create_app"]
 
 log = logging.getLogger(__name__)
+
+# Measured (see the commit that set it): off until group commit shows a win on the hot path.
+_GROUP_COMMIT_DEFAULT = False
 
 
 class ChainChannelSource:
@@ -58,6 +61,8 @@ class Overrides:
     source: ChannelSource | None = None
     node_check: Callable[[], None] | None = None
     start_watcher: bool = True
+    group_commit: bool | None = None
+    """Batch concurrent payments into one commit (``GroupCommitter``); None: the default."""
 
 
 def _check(settings: Settings) -> None:
@@ -92,48 +97,46 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
     signer = Signer(key.private_key)
     contract = settings.require_contract()
     store = PayeeStore(engine)
+    chain: Any = None
+    source = overrides.source
+    if source is None:
+        from channel.chain import ChainClient  # noqa: PLC0415 - web3 is slow to import
 
-    if overrides.source is not None:
-        if settings.chain_id is None:
-            raise ConfigError("PIECEWORK_CHAIN_ID is required without a node")
-        domain = Domain(settings.chain_id, contract)
-        service = PayeeService(
-            store, signer, domain, overrides.source,
-            min_challenge_period=settings.min_challenge_period,
+        chain = ChainClient.from_url(
+            settings.rpc_url, contract, account=key.account, confirmations=settings.confirmations
         )
-        runtime = Runtime(
-            settings=settings, engine=engine, store=store, service=service, domain=domain,
-            payees=(signer.address,), node_check=overrides.node_check or (lambda: None),
-        )
-        return runtime, None
-
-    from channel.chain import ChainClient  # noqa: PLC0415 - web3 import is slow; tests skip it
-    from channel.watcher import ClaimPolicy, Watcher  # noqa: PLC0415
-
-    chain = ChainClient.from_url(
-        settings.rpc_url, contract, account=key.account, confirmations=settings.confirmations
-    )
+        source = ChainChannelSource(chain)
     # A configured chain id lets the service start while the node is down (uncached channels
-    # then answer 503); without one the node must answer now, and a mismatch is refused.
-    chain_id = settings.chain_id if settings.chain_id is not None else chain.chain_id()
+    # then answer 503); without one the node must answer now.
+    if settings.chain_id is not None:
+        chain_id = settings.chain_id
+    elif chain is not None:
+        chain_id = chain.chain_id()
+    else:
+        raise ConfigError("PIECEWORK_CHAIN_ID is required without a node")
     domain = Domain(chain_id, contract)
     service = PayeeService(
-        store, signer, domain, ChainChannelSource(chain),
-        min_challenge_period=settings.min_challenge_period,
+        store, signer, domain, source, min_challenge_period=settings.min_challenge_period
     )
-
-    def claim(channel_id: bytes, cumulative: int, signature: bytes) -> bytes:
-        return chain.claim(channel_id, cumulative, signature).tx_hash
-
-    def node_check() -> None:
-        chain.block_number()
-
+    group_commit = overrides.group_commit
+    if group_commit is None:
+        group_commit = _GROUP_COMMIT_DEFAULT
     runtime = Runtime(
-        settings=settings, engine=engine, store=store, service=service, domain=domain,
-        payees=(signer.address,), node_check=overrides.node_check or node_check, claim=claim,
+        settings=settings,
+        engine=engine,
+        store=store,
+        service=service,
+        domain=domain,
+        payees=(signer.address,),
+        node_check=overrides.node_check or (chain.block_number if chain else lambda: None),
+        committer=GroupCommitter(service) if group_commit else None,
+        claim=(lambda c, amount, sig: chain.claim(c, amount, sig).tx_hash) if chain else None,
     )
-    if not overrides.start_watcher:
+    if chain is None or not overrides.start_watcher:
         return runtime, None
+
+    from channel.watcher import ClaimPolicy, Watcher  # noqa: PLC0415
+
     watcher = Watcher(
         chain,
         store,
@@ -176,6 +179,8 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         finally:
             if elector is not None:
                 elector.stop()
+            if runtime.committer is not None:
+                runtime.committer.close()
             runtime.engine.dispose()
 
     app = FastAPI(

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -211,6 +212,14 @@ def to_problem(exc: Exception) -> Response:
         return problem_response(exc.status, exc.code, exc.detail, headers=headers, **exc.extra)
     if isinstance(exc, RequestValidationError):
         return _validation_problem(exc)
+    if isinstance(exc, OperationalError):
+        # The database is down, or (SQLite) locked past busy_timeout: transient, not a bug in
+        # the request. The store wraps most of these in StoreError; this catches the rest.
+        log.warning("database operational error: %s", exc.orig)
+        return problem_response(
+            503, E.StoreError.code, "the database is busy or unreachable; retry later",
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
@@ -225,7 +234,13 @@ async def _handle(_: Request, exc: Exception) -> Response:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers so no error leaves the app as anything but problem+json."""
-    for cls in (E.PieceworkError, ProblemError, StarletteHTTPException, RequestValidationError):
+    for cls in (
+        E.PieceworkError,
+        ProblemError,
+        StarletteHTTPException,
+        RequestValidationError,
+        OperationalError,
+    ):
         app.add_exception_handler(cls, _handle)
     # Exception goes to ServerErrorMiddleware, which still answers through this handler.
     app.add_exception_handler(Exception, _handle)

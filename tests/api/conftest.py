@@ -131,10 +131,10 @@ def make_twin(tmp_path: Path) -> Iterator[Callable[..., Twin]]:
     stack = contextlib.ExitStack()
 
     def make(db_url: str | None = None, *, node_check: Callable[[], None] | None = None,
-             **extra: Any) -> Twin:
+             group_commit: bool | None = None, **extra: Any) -> Twin:
         source = InMemoryChannelSource()
         url = db_url or f"sqlite:///{tmp_path / 'twin.db'}"
-        overrides = Overrides(source=source, node_check=node_check)
+        overrides = Overrides(source=source, node_check=node_check, group_commit=group_commit)
         app = create_app(settings_for(url, **extra), overrides)
         client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
         return Twin(client, source)
