@@ -138,10 +138,11 @@ class Config:
             confirmations=self.confirmations, progress=progress,
         )
 
-    def require_database(self) -> str:
-        if not self.database_url:
-            raise ConfigError("no database: pass --database-url or set PIECEWORK_DATABASE_URL")
-        return self.database_url
+    def database(self) -> str:
+        """The configured database, else the default SQLite file of ``channel.config``."""
+        from channel.config import DEFAULT_DATABASE_URL
+
+        return self.database_url or DEFAULT_DATABASE_URL
 
 
 pass_config = click.make_pass_decorator(Config)
@@ -288,12 +289,7 @@ def open_cmd(  # noqa: PLR0917 - click passes options by keyword
     salt = salt or secrets.token_bytes(32)
     with _progress("opening channel") as progress:
         client = cfg.client(progress=progress)
-        payer = _maybe_payer(cfg, client)
-        if payer is not None:
-            channel_id = payer.open_channel(payee, amount, token=token,
-                                            challenge_period=challenge_period,
-                                            permit=permit, salt=salt)
-        elif permit:
+        if permit:
             channel_id, _ = client.open_with_permit(payee, amount, token=token,
                                                     challenge_period=challenge_period, salt=salt)
         else:
@@ -323,10 +319,7 @@ def top_up(cfg: Config, channel_id: bytes, amount: int) -> None:
 @pass_config
 def pay(cfg: Config, service: str, channel_id: bytes, task_id: str, amount: int) -> None:
     """Pay for one task with a signed voucher; prints the cumulative amount receipted."""
-    client = cfg.client()
-    payer = _maybe_payer(cfg, client)
-    if payer is None:
-        raise ConfigError("pay needs a database for the signed vouchers: set --database-url")
+    payer = _payer(cfg, cfg.client())
     receipt = payer.pay(service, channel_id, task_id, amount)
     click.echo(f"receipt cumulative_amount={receipt.cumulative_amount} "
                f"signature={_hex(receipt.signature)}")
@@ -347,7 +340,7 @@ def claim(cfg: Config, channel_id: bytes, cumulative: int | None, signature: str
     if cumulative is None or signature is None:
         from channel.watcher import latest_voucher
 
-        cumulative, sig = latest_voucher(cfg.require_database(), channel_id)
+        cumulative, sig = latest_voucher(cfg.database(), channel_id)
     else:
         sig = parse_signature(signature)
     with _progress("claiming") as progress:
@@ -365,9 +358,7 @@ def close(cfg: Config, channel_id: bytes, service: str | None) -> None:
     with _progress("closing") as progress:
         client = cfg.client(progress=progress)
         if service:
-            payer = _maybe_payer(cfg, client)
-            if payer is None:
-                raise ConfigError("a cooperative close needs the payer's database: --database-url")
+            payer = _payer(cfg, client)
             try:
                 result = payer.cooperative_close(service, channel_id)
                 click.echo(f"closed cooperatively (tx {_hex(result.tx_hash)})")
@@ -439,13 +430,32 @@ def serve(cfg: Config, host: str, port: int, workers: int) -> None:
 @cli.command()
 @click.option("--interval", type=float, default=2.0, show_default=True,
               help="Seconds between polls.")
+@click.option("--payee", "payees", multiple=True,
+              help="Act for this payee (repeatable; default: the key's address).")
+@click.option("--claim-threshold", type=AMOUNT, default="0", show_default=True,
+              envvar="PIECEWORK_CLAIM_MIN_UNCLAIMED",
+              help="Claim a channel once this much is unclaimed (0: age rule only).")
+@click.option("--claim-max-age", type=click.IntRange(min=0), default=86_400, show_default=True,
+              envvar="PIECEWORK_CLAIM_MAX_AGE_SECONDS",
+              help="Claim vouchers older than this many seconds (0: never by age).")
 @pass_config
-def watch(cfg: Config, interval: float) -> None:
+def watch(
+    cfg: Config, interval: float, payees: tuple[str, ...], claim_threshold: int,
+    claim_max_age: int,
+) -> None:
     """Run the watchtower: follow events, claim before deadlines, batch routine claims."""
-    from channel.watcher import build_watcher
+    from api.leader import lock_for_database
+    from channel.messages import MAX_UINT256
+    from channel.watcher import ClaimPolicy, build_watcher
 
-    watcher = build_watcher(cfg.client(), cfg.require_database(),
-                            confirmations=cfg.confirmations)
+    database = cfg.database()
+    policy = ClaimPolicy(default_threshold=claim_threshold or MAX_UINT256 + 1,
+                         max_age=float(claim_max_age or "inf"))
+    # The same leadership lock as the api's watcher: never two watchers acting at once.
+    watcher = build_watcher(cfg.client(), database, confirmations=cfg.confirmations,
+                            payees=payees or None, policy=policy,
+                            lock=lock_for_database(database))
+    watcher.report = err_console.print
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:
@@ -457,6 +467,8 @@ def watch(cfg: Config, interval: float) -> None:
         watcher.run(stop, interval=interval)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        watcher.lock.release()
 
 
 # --- keys ----------------------------------------------------------------------------------------
@@ -487,13 +499,11 @@ def keys_address(cfg: Config) -> None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _maybe_payer(cfg: Config, client: Any) -> Any:
-    """The payer library when a database is configured (it records what it signs)."""
-    if not cfg.database_url:
-        return None
+def _payer(cfg: Config, client: Any) -> Any:
+    """The payer library on the configured database (it records every voucher it signs)."""
     from channel.payer import Payer
 
-    return Payer.from_url(client, cfg.key(), cfg.database_url)
+    return Payer.from_url(client, cfg.key(), cfg.database())
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

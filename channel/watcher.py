@@ -40,7 +40,7 @@ from channel.chain import (
 )
 from channel.errors import ChainError, ConfigError, ContractRevert, PieceworkError
 from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
-from channel.store import PayeeStore, make_engine
+from channel.store import PayeeStore, make_engine, metadata, migrate
 
 __all__ = [
     "ClaimPolicy",
@@ -385,6 +385,16 @@ def _onchain_of(state: PayeeChannelState) -> OnchainChannel:
 # --- wiring for the CLI ------------------------------------------------------------------------
 
 
+def _open_store(database_url: str) -> PayeeStore:
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+    except Exception as exc:  # no migrations shipped: the models are the schema
+        log.debug("migrations unavailable (%s); creating tables from the models", exc)
+        metadata.create_all(engine)
+    return PayeeStore(engine)
+
+
 def build_watcher(
     chain: ChainClient,
     database_url: str,
@@ -395,7 +405,7 @@ def build_watcher(
     lock: Lock | None = None,
 ) -> Watcher:
     """A watcher on the payee store at ``database_url``, acting for the chain client's account."""
-    store = PayeeStore(make_engine(database_url))
+    store = _open_store(database_url)
     chosen = frozenset(payees) if payees is not None else (
         frozenset({chain.sender}) if chain.account is not None else None
     )
@@ -405,7 +415,7 @@ def build_watcher(
 
 def latest_voucher(database_url: str, channel_id: bytes) -> tuple[int, bytes]:
     """The payee's latest accepted voucher for ``channel_id``: (cumulative amount, signature)."""
-    state = PayeeStore(make_engine(database_url)).channel(channel_id)
+    state = _open_store(database_url).channel(channel_id)
     if state is None or state.voucher_signature is None:
         raise ConfigError(f"no accepted voucher for channel 0x{channel_id.hex()} in the store")
     return state.accepted, state.voucher_signature

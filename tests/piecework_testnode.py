@@ -64,7 +64,7 @@ class Deployment:
     stablecoin: str  # TestStablecoin address (6 decimals, permit, public mint)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -87,7 +87,7 @@ def start_anvil(port: int | None = None, *extra: str) -> tuple[Node, subprocess.
     """Start the native anvil binary (not the node wrapper, whose kill leaves anvil running)."""
     if not ANVIL_BIN.is_file():
         pytest.fail(f"{ANVIL_BIN} missing: run `npm ci` first")
-    port = port or _free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(port),
          "--chain-id", str(CHAIN_ID), *extra],
@@ -103,7 +103,7 @@ def start_anvil(port: int | None = None, *extra: str) -> tuple[Node, subprocess.
     return Node(url, port, proc.pid), proc
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[Any]) -> None:
     """Terminate then kill one process by its PID; never by name."""
     if proc.poll() is None:
         proc.terminate()

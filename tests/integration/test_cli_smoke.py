@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-from payee_twin import SERVICE_URL, PayeeTwin, voucher_sig
-from piecework_testnode import Accounts, Deployment, Node, advance_time
+from payee_twin import SERVICE_URL, PayeeTwin, payee_store, voucher_sig
+from piecework_testnode import (
+    Accounts,
+    Deployment,
+    Node,
+    advance_time,
+    free_port,
+    stop_process,
+)
 from web3 import Web3
 
 from channel.chain import ChainClient
@@ -144,3 +157,45 @@ def test_keys_new_and_address(tmp_path: Path, anvil_node: Node, deployment: Depl
     wrong = run(anvil_node, deployment, "", "--keystore", str(path), "keys", "address",
                 env={"PIECEWORK_KEYSTORE_PASSWORD": "nope"})
     assert wrong.exit_code == 1 and wrong.stderr.startswith("error: wrong password")
+
+
+PIECEWORK_BIN = Path(sys.executable).with_name("piecework")
+
+
+def test_node_starts_anvil_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([str(PIECEWORK_BIN), "node", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url == f"http://127.0.0.1:{port}"
+        assert Web3(Web3.HTTPProvider(url)).eth.chain_id == 31337
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        stop_process(proc)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass  # anvil went down with it
+
+
+def test_watch_follows_the_chain_until_sigterm(
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, tmp_path: Path,
+) -> None:
+    db = tmp_path / "payee.db"
+    env = {**os.environ, "PIECEWORK_RPC_URL": anvil_node.url,
+           "PIECEWORK_CONTRACT_ADDRESS": deployment.channels,
+           "PIECEWORK_PRIVATE_KEY": accounts.payee.key.hex(),
+           "PIECEWORK_DATABASE_URL": f"sqlite:///{db}"}
+    proc = subprocess.Popen([str(PIECEWORK_BIN), "watch", "--interval", "0.1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        store = payee_store(f"sqlite:///{db}")
+        deadline = time.monotonic() + 20
+        while store.cursor("watcher") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.cursor("watcher") is not None, "watch never saved a cursor"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        stop_process(proc)
