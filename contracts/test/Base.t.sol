@@ -64,8 +64,9 @@ abstract contract Base {
         other = vm.addr(OTHER_KEY);
         vm.deal(payer, 1_000_000 ether);
         vm.deal(other, 1_000_000 ether);
-        usd.mint(payer, 1e18);
-        usd.mint(other, 1e18);
+        vm.deal(address(this), 1_000_000 ether);
+        usd.mint(payer, 1e30);
+        usd.mint(other, 1e30);
         vm.prank(payer);
         usd.approve(address(pc), type(uint256).max);
         vm.prank(other);
