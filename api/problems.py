@@ -10,13 +10,14 @@ like everywhere else in the API.
     405     method_not_allowed
     401     unauthorized                    (operator endpoints, bearer token)
     409     stale_voucher (+ current_cumulative_amount), task_conflict, channel_not_open,
-            channel_closing_soon, contract_revert (+ revert)
+            channel_closing_soon, nothing_to_claim, precondition_failed (the chain state
+            makes the transaction pointless; nothing was sent), contract_revert (+ revert)
     413     payload_too_large
     415     unsupported_media_type
     422     validation_error (+ errors), invalid_* / malformed_signature, wrong_signer,
             exceeds_deposit (+ deposit), challenge_period_too_short
     502     chain_error
-    503     node_unavailable, store_error   (Retry-After set)
+    503     node_unavailable, store_error, unhealthy (Retry-After set)
     504     transaction_timeout
     500     internal_error, config_error    (detail never shows internals)
 """
@@ -36,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from channel import errors as E  # noqa: N812 - reads as a namespace of error classes
+from channel.chain import PreconditionFailed
 
 __all__ = [
     "PROBLEM_JSON",
@@ -65,6 +67,7 @@ _STATUS: Final[Mapping[type[E.PieceworkError], int]] = {
     E.ExceedsDeposit: 422,
     E.PaymentRejected: 422,
     E.NodeUnavailable: 503,
+    PreconditionFailed: 409,
     E.ContractRevert: 409,
     E.TransactionTimeout: 504,
     E.ChainError: 502,
