@@ -68,7 +68,7 @@ def _gas_cost(client: ChainClient, tx_hash: bytes) -> int:
 
 @pytest.mark.parametrize("token", ["eth", "erc20"])
 def test_pay_then_cooperative_close_settles_the_right_balances(
-    service_url: str, payer: Payer, accounts: Accounts, deployment: Deployment,
+    service_url: str, payer: Payer, accounts: Accounts, *, deployment: Deployment,
     make_client: Callable[..., ChainClient], token: str,
 ) -> None:
     asset = ZERO_ADDRESS if token == "eth" else deployment.stablecoin
