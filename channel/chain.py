@@ -951,6 +951,10 @@ class ChainClient:
                     receipt = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
                 except TransactionNotFound:
                     receipt = None
+            if receipt is not None and self.confirmations <= 1:
+                # Included is all that was asked for: no depth to wait for, no reorg re-check.
+                self._report(f"{what}: mined in block {int(receipt['blockNumber'])}")
+                return receipt
             if receipt is not None:
                 confirmed = self.block_number() - int(receipt["blockNumber"]) + 1
                 if confirmed >= self.confirmations:
