@@ -18,8 +18,8 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from channel.errors import (
     ExceedsDeposit,
@@ -119,14 +119,39 @@ class PaymentRequest:
     now: int
 
 
-@dataclass(slots=True)
-class _Decision:
-    """What ``_decide`` concluded for one request before anything is written."""
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A request whose fields passed the protocol's validation."""
 
-    receipt: SignedReceipt | None = None
-    pending: PendingPayment | None = None
-    state: PayeeChannelState | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    channel_id: bytes
+    task_id: str
+    task_hash: bytes
+    amount: int
+    cumulative_amount: int
+    signature: bytes
+    now: int
+
+
+def _parse(r: PaymentRequest) -> _Parsed:
+    return _Parsed(
+        channel_id=parse_bytes32(r.channel_id),
+        task_id=r.task_id,
+        task_hash=task_id_hash(r.task_id),
+        amount=parse_amount(r.amount),
+        cumulative_amount=parse_amount(r.cumulative_amount),
+        signature=parse_signature(r.signature),
+        now=r.now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What the payee decided for one request before anything is written."""
+
+    receipt: SignedReceipt
+    pending: PendingPayment | None
+    """None for an idempotent replay: nothing to write, ``receipt`` is the stored one."""
+    state: PayeeChannelState
 
 
 class PayeeService:
@@ -170,57 +195,46 @@ class PayeeService:
         ``ExceedsDeposit`` (with ``deposit``), ``StoreError``.
         """
         request = PaymentRequest(channel_id, task_id, amount, cumulative_amount, signature, now)
+        parsed = _parse(request)
         for _attempt in range(_MAX_ATTEMPTS):
-            decision = self._decide(request)
-            if decision.receipt is not None and decision.pending is None:
+            state, stored = self.store.load(parsed.channel_id, parsed.task_hash)
+            decision = self._decide(parsed, state, stored)
+            if decision.pending is None:
                 return decision.receipt  # idempotent replay of a stored payment
-            if decision.pending is None or decision.receipt is None:  # pragma: no cover
-                raise StoreError("no decision for the payment")
             if self.store.accept_payment(decision.pending):
                 return decision.receipt
-            log.debug("lost the compare-and-set on %s; re-reading", decision.pending)
+            log.debug("lost the compare-and-set on 0x%s; re-reading", parsed.channel_id.hex())
         raise StoreError(f"payment still racing after {_MAX_ATTEMPTS} attempts; retry")
 
     def _decide(
-        self,
-        request: PaymentRequest,
-        state: PayeeChannelState | None = None,
-        stored: StoredPayment | None = None,
-        *,
-        loaded: bool = False,
+        self, p: _Parsed, state: PayeeChannelState | None, stored: StoredPayment | None
     ) -> _Decision:
-        """Parse, load, verify and run the transition for one request; writes nothing."""
-        channel_id = parse_bytes32(request.channel_id)
-        task_hash = task_id_hash(request.task_id)
-        amount = parse_amount(request.amount)
-        cumulative = parse_amount(request.cumulative_amount)
-        signature = parse_signature(request.signature)
-
-        if not loaded:
-            state, stored = self.store.load(channel_id, task_hash)
+        """Verify one parsed request against ``state`` and run the transition; writes nothing
+        (except fetching an unknown channel from the chain into the store)."""
         if state is None:
-            state = self._fetch(channel_id)
+            state = self._fetch(p.channel_id)
         if state.payee != self._payee_address:
             raise UnknownChannel(
-                f"channel 0x{channel_id.hex()} pays {state.payee}, not this service's payee",
-                channel="0x" + channel_id.hex(),
+                f"channel 0x{p.channel_id.hex()} pays {state.payee}, not this service's payee",
+                channel="0x" + p.channel_id.hex(),
             )
-        signer = recover_digest(self.domain.digest(Voucher(channel_id, cumulative)), signature)
+        voucher = Voucher(p.channel_id, p.cumulative_amount)
+        signer = recover_digest(self.domain.digest(voucher), p.signature)
         change = PaymentReceived(
-            channel_id,
-            task_hash,
-            amount,
-            cumulative,
-            signature,
+            p.channel_id,
+            p.task_hash,
+            p.amount,
+            p.cumulative_amount,
+            p.signature,
             signer,
-            request.now,
+            p.now,
             prior_of(stored),
         )
         try:
             result = transition(state, change, self.rules)
         except ExceedsDeposit:
             # Our mirror may have missed a top-up: ask the chain once before refusing.
-            fresh = self._refresh(channel_id, state)
+            fresh = self._refresh(p.channel_id, state)
             if fresh is None:
                 raise
             state = fresh
@@ -229,15 +243,18 @@ class PayeeService:
         if isinstance(event, PaymentReplayed):
             if stored is None:  # pragma: no cover - a replay always has a stored payment
                 raise StoreError("replay without a stored payment")
-            receipt = SignedReceipt(channel_id, cumulative, task_hash, stored.receipt_signature)
-            return _Decision(receipt=receipt, state=state)
+            receipt = SignedReceipt(
+                p.channel_id, p.cumulative_amount, p.task_hash, stored.receipt_signature
+            )
+            return _Decision(receipt, None, state)
         if not isinstance(event, PaymentAccepted):  # pragma: no cover
             raise StoreError(f"unexpected event {event!r}")
-        receipt_sig = self.signer.sign(self.domain, Receipt(channel_id, cumulative, task_hash))
+        receipt_message = Receipt(p.channel_id, p.cumulative_amount, p.task_hash)
+        receipt_sig = self.signer.sign(self.domain, receipt_message)
         return _Decision(
-            receipt=SignedReceipt(channel_id, cumulative, task_hash, receipt_sig),
-            pending=PendingPayment(event, request.task_id, receipt_sig),
-            state=result.new_state,
+            SignedReceipt(p.channel_id, p.cumulative_amount, p.task_hash, receipt_sig),
+            PendingPayment(event, p.task_id, receipt_sig),
+            result.new_state,
         )
 
     def _fetch(self, channel_id: bytes) -> PayeeChannelState:
@@ -260,51 +277,62 @@ class PayeeService:
     def accept_many(
         self, requests: Sequence[PaymentRequest]
     ) -> list[SignedReceipt | PieceworkError]:
-        """``accept`` for many requests with ONE commit; per-request receipt or error.
+        """``accept`` for many requests with ONE commit; per request a receipt or the error.
 
-        Requests on the same channel are decided in order, each on top of the previous one's
-        new state. Any payment whose compare-and-set loses (another process wrote the channel
-        meanwhile), and any request touching a task decided earlier in the same batch, is
-        redone alone with ``accept`` after the batch commits.
+        Channels and stored payments are read in two queries; requests on the same channel
+        are decided in order, each on top of the previous one's new state. If the commit
+        loses a race (another process wrote one of the channels meanwhile) every payment of
+        the batch is redone alone with ``accept``, as is any request repeating a task already
+        decided in this batch.
         """
         results: list[SignedReceipt | PieceworkError | None] = [None] * len(requests)
-        states: dict[bytes, PayeeChannelState] = {}
-        seen_tasks: set[tuple[bytes, bytes]] = set()
-        later: list[int] = []
-        pending: list[tuple[int, PendingPayment, SignedReceipt]] = []
+        parsed: list[_Parsed | None] = []
         for i, request in enumerate(requests):
             try:
-                channel_id = parse_bytes32(request.channel_id)
-                task_hash = task_id_hash(request.task_id)
-                if (channel_id, task_hash) in seen_tasks:
-                    later.append(i)
-                    continue
-                seen_tasks.add((channel_id, task_hash))
-                if channel_id in states:
-                    stored = self.store.payment(channel_id, task_hash)
-                    decision = self._decide(request, states[channel_id], stored, loaded=True)
-                else:
-                    decision = self._decide(request)
+                parsed.append(_parse(request))
+            except PieceworkError as exc:
+                results[i] = exc
+                parsed.append(None)
+        try:
+            states, stored = self.store.load_many(
+                (p.channel_id, p.task_hash) for p in parsed if p is not None
+            )
+        except PieceworkError as exc:
+            return [exc if r is None else r for r in results]
+        seen: set[tuple[bytes, bytes]] = set()
+        later: list[int] = []
+        pending: list[tuple[int, _Decision]] = []
+        for i, p in enumerate(parsed):
+            if p is None:
+                continue
+            key = (p.channel_id, p.task_hash)
+            if key in seen:
+                later.append(i)
+                continue
+            seen.add(key)
+            try:
+                decision = self._decide(p, states.get(p.channel_id), stored.get(key))
             except PieceworkError as exc:
                 results[i] = exc
                 continue
-            if decision.state is not None:
-                states[decision.state.channel_id] = decision.state
+            states[p.channel_id] = decision.state
             if decision.pending is None:
                 results[i] = decision.receipt
-            elif decision.receipt is not None:
-                pending.append((i, decision.pending, decision.receipt))
-        try:
-            committed = self.store.accept_payments([p for _, p, _ in pending])
-        except StoreError as exc:
-            for i, _, _ in pending:
-                results[i] = exc
-            committed = []
-        for (i, _, receipt), ok in zip(pending, committed, strict=False):
-            if ok:
-                results[i] = receipt
             else:
-                later.append(i)
+                pending.append((i, decision))
+        try:
+            committed = self.store.accept_payments(
+                [d.pending for _, d in pending if d.pending is not None]
+            )
+        except StoreError as exc:
+            for i, _ in pending:
+                results[i] = exc
+            committed = True  # nothing to redo: the errors are the answers
+        if committed:
+            for i, d in pending:
+                results[i] = results[i] or d.receipt
+        else:
+            later.extend(i for i, _ in pending)
         for i in sorted(later):
             r = requests[i]
             try:

@@ -4,11 +4,11 @@ SQLite (WAL, ``synchronous=FULL``, ``busy_timeout``) is the embedded default; Po
 works through its URL. Schema changes go through the Alembic revisions in
 ``channel/migrations`` (``migrate(url)``); a test proves they equal these models.
 
-The hot path, ``PayeeStore.accept_payments``, writes one payment row and advances the
+The hot path, ``PayeeStore.accept_payments``, writes the payment rows and advances each
 channel's accepted cumulative amount with a compare-and-set
 (``UPDATE channels SET accepted=:new ... WHERE channel_id=:id AND accepted=:prev``) in the same
 transaction, so several processes sharing a database serialise per channel *in the database*:
-a writer that lost a race sees rowcount 0, its savepoint is rolled back and the caller
+a writer that lost a race sees rowcount 0, its transaction is rolled back and the caller
 re-reads and re-decides (stale voucher or idempotent replay). Nothing is returned before
 the transaction commits. It uses SQLAlchemy Core with statements built once, not ORM
 objects: the ORM's unit of work costs more than the SQL itself at thousands of rows/s.
@@ -322,6 +322,15 @@ _SELECT_CHANNEL = sa.select(_channels).where(_channels.c.channel_id == sa.bindpa
 _SELECT_PAYMENT = sa.select(_payments).where(
     _payments.c.channel_id == sa.bindparam("cid"), _payments.c.task_hash == sa.bindparam("th")
 )
+_SELECT_CHANNELS = sa.select(_channels).where(
+    _channels.c.channel_id.in_(sa.bindparam("cids", expanding=True))
+)
+# Candidates only (a payment matching one of the tasks on one of the channels); the exact
+# (channel, task) pairs are picked in Python, which keeps this one cached statement.
+_SELECT_PAYMENTS = sa.select(_payments).where(
+    _payments.c.channel_id.in_(sa.bindparam("cids", expanding=True)),
+    _payments.c.task_hash.in_(sa.bindparam("ths", expanding=True)),
+)
 _CAS_UPDATE = (
     _channels.update()
     .where(
@@ -392,6 +401,25 @@ class PayeeStore:
                 return None, None
             pay = conn.execute(_SELECT_PAYMENT, {"cid": cid, "th": _hex(task_hash)}).first()
         return _state_from_row(row), None if pay is None else _payment_from_row(pay)
+
+    def load_many(
+        self, keys: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[dict[bytes, PayeeChannelState], dict[tuple[bytes, bytes], StoredPayment]]:
+        """Channels and stored payments for many ``(channel_id, task_hash)`` pairs, 2 queries."""
+        wanted = set(keys)
+        cids = sorted({_hex(c) for c, _ in wanted})
+        ths = sorted({_hex(t) for _, t in wanted})
+        if not wanted:
+            return {}, {}
+        with self.engine.begin() as conn:
+            rows = conn.execute(_SELECT_CHANNELS, {"cids": cids}).all()
+            pays = conn.execute(_SELECT_PAYMENTS, {"cids": cids, "ths": ths}).all()
+        states = {s.channel_id: s for s in map(_state_from_row, rows)}
+        payments = {}
+        for pay in map(_payment_from_row, pays):
+            if (pay.channel_id, pay.task_hash) in wanted:
+                payments[pay.channel_id, pay.task_hash] = pay
+        return states, payments
 
     def payment(self, channel_id: bytes, task_hash: bytes) -> StoredPayment | None:
         with self.engine.connect() as conn:
@@ -464,71 +492,58 @@ class PayeeStore:
 
     def accept_payment(self, pending: PendingPayment, now: float | None = None) -> bool:
         """Commit one payment atomically; False if another writer got there first (re-read)."""
-        return self.accept_payments([pending], now)[0]
+        return self.accept_payments([pending], now)
 
-    def accept_payments(
-        self, batch: Sequence[PendingPayment], now: float | None = None
-    ) -> list[bool]:
-        """Commit many payments in ONE transaction (group commit: one fsync for all).
+    def accept_payments(self, batch: Sequence[PendingPayment], now: float | None = None) -> bool:
+        """Commit a batch of payments in ONE transaction (group commit: one fsync for all).
 
-        Each payment gets a savepoint: compare-and-set on the channel's accepted amount, then
-        the payment row (unique per channel and task). One that lost a race (rowcount 0 or
-        duplicate task) is rolled back alone and reported False; the rest commit together.
-        Payments on the same channel must appear in order (each extends the previous).
-        Returns only after COMMIT; raises ``StoreError`` if the database refuses.
+        All or nothing: per channel one compare-and-set from the batch's first ``previous``
+        to its last ``cumulative_amount``, then every payment row in one executemany. If any
+        channel moved meanwhile (rowcount 0) or a task is already stored (unique key), the
+        whole transaction rolls back and False is returned: the caller re-reads and redoes
+        the payments one by one. Conflicts are rare, so optimism beats a savepoint per
+        payment (two extra statements each). Returns only after COMMIT; ``StoreError`` if
+        the database refuses. Payments of one channel must be in order, each extending the
+        previous (``ValueError`` otherwise: a caller bug, not a race).
         """
+        if not batch:
+            return True
         now = time.time() if now is None else now
+        updates: dict[bytes, dict[str, Any]] = {}
+        rows = []
+        for p in batch:
+            e = p.event
+            sig = _hex(e.voucher_signature)
+            cas = updates.get(e.channel_id)
+            if cas is None:
+                cas = updates[e.channel_id] = {"cid": _hex(e.channel_id), "prev": e.previous}
+            elif cas["new"] != e.previous:
+                raise ValueError(f"payments for {cas['cid']} are not consecutive in the batch")
+            cas.update(new=e.cumulative_amount, sig=sig, now=now)
+            rows.append(
+                {
+                    "channel_id": cas["cid"],
+                    "task_id": p.task_id,
+                    "task_hash": _hex(e.task_hash),
+                    "amount": e.amount,
+                    "cumulative_amount": e.cumulative_amount,
+                    "voucher_signature": sig,
+                    "receipt_signature": _hex(p.receipt_signature),
+                    "created_at": now,
+                }
+            )
         try:
-            if len(batch) == 1:
-                # No savepoint needed for one payment: losing the race rolls back everything.
-                try:
-                    with self.engine.begin() as conn:
-                        if not self._write(conn, batch[0], now):
-                            raise _LostRaceError
-                except (_LostRaceError, IntegrityError):
-                    return [False]
-                return [True]
-            results: list[bool] = []
             with self.engine.begin() as conn:
-                for p in batch:
-                    nested = conn.begin_nested()
-                    try:
-                        ok = self._write(conn, p, now)
-                    except IntegrityError:
-                        ok = False
-                    if ok:
-                        nested.commit()
-                    else:
-                        nested.rollback()
-                    results.append(ok)
-            return results
+                # The UPDATE is the first write of the transaction, so SQLite takes the write
+                # lock here and waits on busy_timeout instead of failing a lock upgrade.
+                for cas in updates.values():
+                    if conn.execute(_CAS_UPDATE, cas).rowcount != 1:
+                        raise _LostRaceError
+                conn.execute(_INSERT_PAYMENT, rows)
+        except (_LostRaceError, IntegrityError):
+            return False
         except OperationalError as exc:
             raise StoreError(f"database refused the payment batch: {exc.orig}") from exc
-
-    @staticmethod
-    def _write(conn: Connection, p: PendingPayment, now: float) -> bool:
-        """Compare-and-set the channel, then insert the payment row; False if the CAS missed."""
-        e = p.event
-        cid = _hex(e.channel_id)
-        sig = _hex(e.voucher_signature)
-        # The UPDATE is the first write of the transaction, so SQLite takes the write lock
-        # here and waits on busy_timeout rather than failing a read-to-write upgrade.
-        cas = {"cid": cid, "prev": e.previous, "new": e.cumulative_amount, "sig": sig, "now": now}
-        if conn.execute(_CAS_UPDATE, cas).rowcount != 1:
-            return False
-        conn.execute(
-            _INSERT_PAYMENT,
-            {
-                "channel_id": cid,
-                "task_id": p.task_id,
-                "task_hash": _hex(e.task_hash),
-                "amount": e.amount,
-                "cumulative_amount": e.cumulative_amount,
-                "voucher_signature": sig,
-                "receipt_signature": _hex(p.receipt_signature),
-                "created_at": now,
-            },
-        )
         return True
 
     # --- chain cursor, outgoing transactions, state-change log ---------------------------

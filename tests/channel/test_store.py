@@ -48,8 +48,8 @@ def store(engine: Engine) -> PayeeStore:
     return PayeeStore(engine)
 
 
-def pending(prev: int, new: int, task: int, sig: bytes = b"\x01" * 65) -> PendingPayment:
-    event = PaymentAccepted(CID, task.to_bytes(32, "big"), new - prev, prev, new, sig)
+def pending(prev: int, new: int, task: int, cid: bytes = CID) -> PendingPayment:
+    event = PaymentAccepted(cid, task.to_bytes(32, "big"), new - prev, prev, new, b"\x01" * 65)
     return PendingPayment(event, f"task-{task}", b"\x02" * 65)
 
 
@@ -99,15 +99,66 @@ def test_compare_and_set_is_atomic_with_the_payment_row(store: PayeeStore) -> No
     assert [p.cumulative_amount for p in store.payments(CID)] == [10]
 
 
-def test_batch_commits_the_winners_and_reports_the_losers(store: PayeeStore) -> None:
+def test_batch_commits_all_together(store: PayeeStore) -> None:
     store.upsert_channel(make_onchain(CID))
-    results = store.accept_payments(
-        [pending(0, 1, task=1), pending(1, 3, task=2), pending(1, 9, task=3), pending(3, 6, 4)]
-    )
-    assert results == [True, True, False, True]
+    assert store.accept_payments([pending(0, 1, task=1), pending(1, 3, 2), pending(3, 6, 4)])
     state = store.channel(CID)
     assert state is not None and state.accepted == 6
-    assert sum(p.amount for p in store.payments(CID)) == 6
+    assert [p.amount for p in store.payments(CID)] == [1, 2, 3]
+
+
+OTHER = b"\xc2" * 32
+
+
+@pytest.mark.parametrize(
+    ("batch", "why"),
+    [
+        ([pending(6, 7, task=10), pending(3, 4, task=11, cid=OTHER)], "other channel moved"),
+        ([pending(6, 7, task=10), pending(7, 8, task=1)], "task 1 is already stored"),
+        ([pending(5, 7, task=10)], "previous amount is stale"),
+    ],
+)
+def test_batch_that_lost_a_race_writes_nothing(
+    store: PayeeStore, batch: list[PendingPayment], why: str
+) -> None:
+    store.upsert_channel(make_onchain(CID))
+    store.upsert_channel(make_onchain(OTHER))
+    assert store.accept_payments([pending(0, 1, task=1), pending(1, 6, task=2)])
+    assert not store.accept_payments(batch), why
+    assert store.channel(CID).accepted == 6  # type: ignore[union-attr]
+    assert store.channel(OTHER).accepted == 0  # type: ignore[union-attr]
+    assert len(store.payments(CID)) == 2
+
+
+def test_batch_must_be_consecutive_per_channel(store: PayeeStore) -> None:
+    with pytest.raises(ValueError, match="consecutive"):
+        store.accept_payments([pending(0, 1, task=1), pending(2, 3, task=2)])
+
+
+def test_service_batch_mixes_receipts_and_errors(engine: Engine) -> None:
+    from channel.errors import InvalidAmount, StaleVoucher
+    from channel.payee import PaymentRequest
+
+    service = _service(engine)
+    reqs = [
+        PaymentRequest(CID, "a", 1, 1, _voucher_sig(1), 1),
+        PaymentRequest(CID, "b", 2, 3, _voucher_sig(3), 1),
+        PaymentRequest(CID, "c", 2, 2, _voucher_sig(2), 1),  # stale: does not extend 3
+        PaymentRequest(CID, "d", "01", 4, _voucher_sig(4), 1),  # malformed amount
+        PaymentRequest(CID, "a", 1, 1, _voucher_sig(1), 1),  # replay of "a" in the batch
+        PaymentRequest(CID, "e", 3, 6, _voucher_sig(6), 1),
+    ]
+    results = service.accept_many(reqs)
+    assert [type(r).__name__ for r in results] == [
+        "SignedReceipt",
+        "SignedReceipt",
+        StaleVoucher.__name__,
+        InvalidAmount.__name__,
+        "SignedReceipt",
+        "SignedReceipt",
+    ]
+    assert results[0] == results[4]
+    assert PayeeStore(engine).channel(CID).accepted == 6  # type: ignore[union-attr]
 
 
 def test_receipt_is_returned_only_after_commit(db_url: str, engine: Engine) -> None:

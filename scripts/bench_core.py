@@ -1,0 +1,204 @@
+"""Durable payment acceptances per second (verify + transition + commit + signed receipt).
+
+Runs in one process on SQLite (WAL, synchronous=FULL, a temporary file) and on PostgreSQL
+(a temporary schema), one at a time (one commit per payment) and group-committed
+(``accept_many``: one commit per batch), and prints each figure also as a ratio of raw
+libsecp256k1 recovery measured in the same run.
+
+Usage: .venv/bin/python scripts/bench_core.py [-n 3000] [--batch 64] [--threads 64] [--postgres URL]
+       [--no-postgres] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import coincurve
+import psycopg
+
+from channel.messages import Domain, Voucher
+from channel.payee import GroupCommitter, PayeeService, PaymentRequest
+from channel.signing import Signer
+from channel.state import ChannelStatus, OnchainChannel
+from channel.store import PayeeStore, make_engine, migrate
+
+DOMAIN = Domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+CHANNELS = 8
+
+
+def raw_recover_rate(seconds: float = 1.0) -> float:
+    key = coincurve.PrivateKey()
+    digests = [os.urandom(32) for _ in range(256)]
+    sigs = [key.sign_recoverable(d, hasher=None) for d in digests]
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for d, s in zip(digests, sigs, strict=True):
+            coincurve.PublicKey.from_signature_and_message(s, d, hasher=None).format(False)
+        done += len(digests)
+    return done / (time.perf_counter() - start)
+
+
+def make_requests(
+    payer: Signer, n: int, tag: str, channels: int = CHANNELS
+) -> list[PaymentRequest]:
+    """n honest payments spread round-robin over ``channels`` channels, in order per channel."""
+    totals = [0] * channels
+    out = []
+    for i in range(n):
+        c = i % channels
+        cid = c.to_bytes(32, "big")
+        totals[c] += 1
+        sig = payer.sign(DOMAIN, Voucher(cid, totals[c]))
+        out.append(PaymentRequest(cid, f"{tag}-{i}", 1, totals[c], sig, 1_000))
+    return out
+
+
+def fresh_service(url: str, payer: Signer, payee: Signer, channels: int = CHANNELS) -> PayeeService:
+    engine = make_engine(url, pool_size=8, max_overflow=0)
+    migrate(engine)
+    store = PayeeStore(engine)
+    for c in range(channels):
+        store.upsert_channel(
+            OnchainChannel(
+                c.to_bytes(32, "big"),
+                payer.address,
+                payee.address,
+                "0x" + "00" * 20,
+                10**30,
+                0,
+                3600,
+                0,
+                ChannelStatus.OPEN,
+            )
+        )
+    return PayeeService(store, payee, DOMAIN)
+
+
+def timed(fn: Callable[[], object], n: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def run_backend(  # noqa: PLR0917 - a script's plain entry point
+    name: str,
+    make_url: Callable[[], str],
+    n: int,
+    batch: int,
+    threads: int,
+    figures: dict[str, float],
+) -> None:
+    payer, payee = Signer.generate(), Signer.generate()
+
+    service = fresh_service(make_url(), payer, payee)
+    reqs = make_requests(payer, n, "single")
+
+    def one_by_one() -> None:
+        for r in reqs:
+            service.accept(r.channel_id, r.task_id, r.amount, r.cumulative_amount, r.signature, 1)
+
+    figures[f"{name}_single_commit_per_s"] = timed(one_by_one, n)
+
+    service = fresh_service(make_url(), payer, payee)
+    reqs = make_requests(payer, n, "batch")
+
+    def batched() -> None:
+        for i in range(0, n, batch):
+            results = service.accept_many(reqs[i : i + batch])
+            bad = [r for r in results if isinstance(r, Exception)]
+            if bad:
+                raise RuntimeError(bad[0])
+
+    figures[f"{name}_group_commit_batch{batch}_per_s"] = timed(batched, n)
+
+    # Many caller threads, one GroupCommitter: the shape a threaded server has.
+    service = fresh_service(make_url(), payer, payee, threads)
+    reqs = make_requests(payer, n, "threads", threads)
+    committer = GroupCommitter(service, max_batch=batch)
+
+    def threaded() -> None:
+        # Per channel in order (a payer waits for each receipt); channels run in parallel,
+        # one caller thread each, like requests spread over an HTTP server's workers.
+        def channel_worker(c: int) -> None:
+            for r in reqs[c::threads]:
+                committer.accept(r)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(channel_worker, range(threads)))
+
+    figures[f"{name}_group_committer_{threads}threads_per_s"] = timed(threaded, n)
+    committer.close()
+
+
+@contextmanager
+def sqlite_urls() -> Iterator[Callable[[], str]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(1_000_000))
+        yield lambda: f"sqlite:///{tmp}/bench{next(counter)}.db"
+
+
+@contextmanager
+def postgres_urls(base: str) -> Iterator[Callable[[], str]]:
+    schemas: list[str] = []
+    conn = psycopg.connect(base, autocommit=True, connect_timeout=3)
+
+    def make() -> str:
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        schemas.append(schema)
+        return base + ("&" if "?" in base else "?") + f"options=-csearch_path%3D{schema}"
+
+    try:
+        yield make
+    finally:
+        for s in schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')
+        conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=3000, help="payments per measurement")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=64, help="callers of the GroupCommitter")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "PIECEWORK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    figures: dict[str, float] = {"raw_coincurve_recover_per_s": raw_recover_rate()}
+    with sqlite_urls() as make:
+        run_backend("sqlite", make, args.n, args.batch, args.threads, figures)
+    if not args.no_postgres:
+        try:
+            with postgres_urls(args.postgres) as make:
+                run_backend("postgres", make, args.n, args.batch, args.threads, figures)
+        except Exception as exc:  # report and go on: SQLite figures are still useful
+            print(f"postgres skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+    raw = figures["raw_coincurve_recover_per_s"]
+    for key, value in figures.items():
+        ratio = "" if key.startswith("raw_") else f"   ({value / raw:.2f} x raw recover)"
+        print(f"{key:44s} {value:10,.0f}{ratio}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
