@@ -211,6 +211,10 @@ def node(port: int, chain_id: int, block_time: int | None) -> None:
     args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
     if block_time:
         args += ["--block-time", str(block_time)]
+    # Ctrl-C must work even when started in the background of a script (SIGINT ignored
+    # there), and SIGTERM must not orphan anvil: both end in the `finally` below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
