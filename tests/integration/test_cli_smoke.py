@@ -199,3 +199,42 @@ def test_watch_follows_the_chain_until_sigterm(
         assert proc.wait(timeout=10) == 0
     finally:
         stop_process(proc)
+
+
+def test_serve_runs_the_api_and_pay_and_close_go_through_it(
+    *, anvil_node: Node, deployment: Deployment, accounts: Accounts, chain_snapshot: None,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = {**os.environ, "PIECEWORK_RPC_URL": anvil_node.url,
+           "PIECEWORK_CONTRACT_ADDRESS": deployment.channels,
+           "PIECEWORK_PRIVATE_KEY": accounts.payee.key.hex(),
+           "PIECEWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'payee.db'}",
+           "PIECEWORK_OPERATOR_TOKEN": "test-operator-token",
+           "PIECEWORK_MIN_CHALLENGE_PERIOD": "60"}
+    proc = subprocess.Popen([str(PIECEWORK_BIN), "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                info = httpx.get(service + "/v1/info", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, "piecework serve exited"
+                assert time.monotonic() < deadline, "piecework serve never answered"
+                time.sleep(0.1)
+        assert accounts.payee.address in info["payees"]
+        payer_env = {"PIECEWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'payer.db'}"}
+        key = accounts.payer.key.hex()
+        channel = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
+                         "--amount", "100000", "--challenge-period", "3600", env=payer_env))
+        for task, amount in (("t-1", "100"), ("t-2", "250")):
+            ok(run(anvil_node, deployment, key, "pay", "--service", service, "--channel",
+                   channel, "--task", task, "--amount", amount, env=payer_env))
+        closed = ok(run(anvil_node, deployment, key, "close", "--channel", channel,
+                        "--service", service, env=payer_env))
+        assert closed.startswith("closed cooperatively")
+    finally:
+        stop_process(proc)
