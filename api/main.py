@@ -22,6 +22,7 @@ from api.leader import LeaderElector, lock_for_database, migration_lock
 from api.middleware import RequestGuard
 from api.problems import install_problem_handlers
 from api.routes import channels, health, info, metrics, payments
+from api.schemas import problem_docs
 from channel.config import Settings
 from channel.errors import ConfigError, PieceworkError
 from channel.keys import SigningKey, load_key
@@ -188,6 +189,8 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         version="1",
         summary="Payment-channel vouchers in, signed receipts out (PROTOCOL.md, HTTP API v1).",
         lifespan=lifespan,
+        # Any route can answer 4xx/5xx problems (404, 405, 413, 415, 422, 500): say so once.
+        responses=problem_docs("4XX", "5XX"),
     )
     install_problem_handlers(app)
     # No CORS middleware on purpose: browsers get no cross-origin access to this service.

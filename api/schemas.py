@@ -46,6 +46,18 @@ EX_PAYEE: Final = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 EX_ETH: Final = "0x0000000000000000000000000000000000000000"
 EX_TASK: Final = "0x3e3d4b0bd1d4e5ad2ad1c6e1f27a3a4a3f7d3dba0c0e4e0e3a6d5d2d1b7c3f2a"
 EX_TX: Final = "0x9f1c4e5d0c5a1f3e7b2d8a6c4e0f1b3d5a7c9e1f3b5d7f9a1c3e5a7b9d1f3e5a"
+EX_VIEW: Final[dict[str, Any]] = {
+    "channel_id": EX_CHANNEL,
+    "payer": EX_PAYER,
+    "payee": EX_PAYEE,
+    "token": EX_ETH,
+    "deposit": "10000000000000000",
+    "claimed": "0",
+    "challenge_period": 86400,
+    "closes_at": 0,
+    "status": "open",
+    "latest": {"cumulative_amount": "3000000000000000", "signature": EX_SIG},
+}
 
 
 def _amount(description: str, example: str) -> Any:
@@ -121,6 +133,11 @@ class ReceiptBody(_Out):
 class PaymentCreated(_Out):
     """201 answer of POST /payments, also for an idempotent repeat of the same payment."""
 
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={"examples": [{"receipt": ReceiptBody.model_json_schema()["examples"][0]}]},
+    )
+
     receipt: ReceiptBody
 
 
@@ -162,25 +179,7 @@ class LatestVoucher(_Out):
 class ChannelView(_Out):
     """On-chain state of a channel plus the latest voucher this service accepted for it."""
 
-    model_config = ConfigDict(
-        frozen=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "channel_id": EX_CHANNEL,
-                    "payer": EX_PAYER,
-                    "payee": EX_PAYEE,
-                    "token": EX_ETH,
-                    "deposit": "10000000000000000",
-                    "claimed": "0",
-                    "challenge_period": 86400,
-                    "closes_at": 0,
-                    "status": "open",
-                    "latest": {"cumulative_amount": "3000000000000000", "signature": EX_SIG},
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [EX_VIEW]})
 
     channel_id: str
     payer: str
@@ -195,6 +194,10 @@ class ChannelView(_Out):
 
 
 class ChannelPage(_Out):
+    model_config = ConfigDict(
+        frozen=True, json_schema_extra={"examples": [{"items": [EX_VIEW], "next_cursor": None}]}
+    )
+
     items: list[ChannelView]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
 
@@ -303,7 +306,7 @@ ChannelIdPath = Annotated[
 _PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
 
 
-def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_docs(*statuses: int | str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries saying these statuses answer with problem+json."""
     return {
         status: {

@@ -148,7 +148,7 @@ def receipts(
     cursor: Annotated[
         str | None,
         Query(max_length=20, description="next_cursor of the previous page (opaque).",
-              json_schema_extra={"pattern": "^[0-9]{1,19}$"}),
+              json_schema_extra={"pattern": "^[0-9]{1,18}$"}),
     ] = None,
 ) -> ReceiptPage:
     """Every receipt issued on the channel, so a payer that lost its state can rebuild it.
@@ -158,7 +158,8 @@ def receipts(
     bytes32 ``task_hash`` the receipt signs, which a payer can match against its own tasks.
     """
     cid = parse_bytes32(channel_id)
-    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19):
+    # At most 18 digits: a row id must fit the databases' signed 64-bit integers.
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise ProblemError(422, "invalid_cursor", "cursor must be a next_cursor from this API")
     _ours(runtime, cid)
     rows, next_id = list_payments(
