@@ -135,7 +135,9 @@ class PaymentCreated(_Out):
 
     model_config = ConfigDict(
         frozen=True,
-        json_schema_extra={"examples": [{"receipt": ReceiptBody.model_json_schema()["examples"][0]}]},
+        json_schema_extra={
+            "examples": [{"receipt": ReceiptBody.model_json_schema()["examples"][0]}]
+        },
     )
 
     receipt: ReceiptBody
