@@ -35,6 +35,8 @@ contract Handler {
     bool public reopened;
     bool public foreignVoucherPaid;
     uint256 public calls;
+    /// @notice Successful actions by kind, to see that the mix reaches every path.
+    mapping(bytes32 kind => uint256) public done;
 
     constructor() {
         pc = new PaymentChannels();
@@ -130,6 +132,7 @@ contract Handler {
         c.id = pc.open{value: token ? 0 : amount}(c.payee, c.token, amount, cp, c.salt);
         chans.push(c);
         deposited[c.id] = amount;
+        ++done["open"];
         _after();
     }
 
@@ -140,6 +143,7 @@ contract Handler {
         vm.prank(payers[c.payerIdx]);
         pc.topUp{value: c.token == address(0) ? amount : 0}(c.id, amount);
         deposited[c.id] += amount;
+        ++done["topUp"];
         _after();
     }
 
@@ -150,6 +154,7 @@ contract Handler {
         uint256 before = _value(c.payee, c.token);
         pc.claim(c.id, amount, _voucher(c, amount));
         payeeReceived[c.id] += _value(c.payee, c.token) - before;
+        ++done["claim"];
         _after();
     }
 
@@ -173,6 +178,7 @@ contract Handler {
             PaymentChannels.Channel memory ch = pc.getChannel(cs[i].channelId);
             if (ch.status != PaymentChannels.Status.Closed) payeeReceived[cs[i].channelId] += ch.claimed - claimedBefore[i];
         }
+        ++done["claimMany"];
         _after();
     }
 
@@ -193,6 +199,7 @@ contract Handler {
         vm.prank(c.payee);
         pc.closeByPayee(c.id, amount, v);
         _closeBooks(c, pb, qb, claimedBefore);
+        ++done["closeByPayee"];
         _after();
     }
 
@@ -204,6 +211,7 @@ contract Handler {
         (uint256 pb, uint256 qb) = (_value(c.payee, c.token), _value(payers[c.payerIdx], c.token));
         pc.cooperativeClose(c.id, amount, _voucher(c, amount), _consent(c, amount));
         _closeBooks(c, pb, qb, claimedBefore);
+        ++done["cooperativeClose"];
         _after();
     }
 
@@ -212,6 +220,7 @@ contract Handler {
         if (!ok) return;
         vm.prank(payers[c.payerIdx]);
         pc.startClose(c.id);
+        ++done["startClose"];
         _after();
     }
 
@@ -227,6 +236,7 @@ contract Handler {
         (uint256 pb, uint256 qb) = (_value(c.payee, c.token), _value(payers[c.payerIdx], c.token));
         pc.settle(c.id);
         _closeBooks(c, pb, qb, claimedBefore);
+        ++done["settle"];
         _after();
     }
 
@@ -235,6 +245,7 @@ contract Handler {
         address t = token ? address(usd) : address(0);
         vm.prank(account);
         pc.withdraw(t, address(0x5151)); // to a sink: moves value out of the books
+        ++done["withdraw"];
         _after();
     }
 
@@ -246,6 +257,7 @@ contract Handler {
         try pc.open{value: c.token == address(0) ? 1 : 0}(c.payee, c.token, 1, 1 days, c.salt) returns (bytes32) {
             reopened = true;
         } catch {}
+        ++done["reopen"];
         _after();
     }
 
@@ -269,6 +281,7 @@ contract Handler {
         try pc.claim(c.id, amount, v) {
             foreignVoucherPaid = true;
         } catch {}
+        ++done["foreignVoucher"];
         _after();
     }
 }
