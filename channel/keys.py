@@ -16,7 +16,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -125,7 +125,14 @@ def load_key(
     raise ConfigError(f"no signing key: pass --keystore or set {PRIVATE_KEY_ENV} (development)")
 
 
-def new_keystore(path: str | Path, password: str, *, overwrite: bool = False) -> str:
+def new_keystore(
+    path: str | Path,
+    password: str,
+    *,
+    overwrite: bool = False,
+    kdf: Literal["scrypt", "pbkdf2"] = "scrypt",
+    iterations: int | None = None,
+) -> str:
     """Create a key, write it encrypted (scrypt) to ``path`` (mode 0600); return its address."""
     if not password:
         raise ConfigError("refusing to write a keystore with an empty password")
@@ -133,7 +140,8 @@ def new_keystore(path: str | Path, password: str, *, overwrite: bool = False) ->
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists; refusing to overwrite a keystore")
     account = Account.create()
-    encrypted = Account.encrypt(account.key, password)
+    # scrypt with eth-account's default cost; tests may pass a cheap pbkdf2 instead.
+    encrypted = Account.encrypt(account.key, password, kdf=kdf, iterations=iterations)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Create with 0600 from the start so the file is never briefly world-readable.
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)

@@ -146,12 +146,20 @@ class Watcher:
 
     def run(self, stop: threading.Event, *, interval: float = 2.0) -> None:
         """Poll until ``stop`` is set; node or database hiccups are logged and retried."""
+        failures = 0
         while not stop.is_set():
             try:
                 self.poll_once()
+                failures = 0
             except PieceworkError as exc:
-                log.warning("watcher poll failed: %s", exc)
-            stop.wait(interval)
+                failures += 1
+                log.warning("watcher poll failed (%d in a row): %s", failures, exc)
+            except Exception:
+                # A watchtower that dies silently lets a stale close through: log loudly and
+                # keep going; the cursor makes the next poll redo whatever was cut short.
+                failures += 1
+                log.exception("watcher poll crashed (%d in a row)", failures)
+            stop.wait(min(interval * 2 ** min(failures, 5), 60.0) if failures else interval)
 
     def poll_once(self) -> PollResult:
         if not (self.lock.held() or self.lock.try_acquire()):

@@ -101,11 +101,11 @@ def test_bad_keys_are_config_errors_without_the_value() -> None:
 
 def test_keystore_round_trip_and_wrong_password(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
-    address = new_keystore(path, "pw")
+    address = new_keystore(path, "pw", kdf="pbkdf2", iterations=1000)  # cheap for the test
     assert load_key(path, "pw").address == address
     assert load_key(path, environ={"PIECEWORK_KEYSTORE_PASSWORD": "pw"}).address == address
     assert load_key(path, prompt=lambda _: "pw").address == address
     with pytest.raises(ConfigError, match="wrong password"):
         load_key(path, "nope")
     with pytest.raises(ConfigError, match="refusing to overwrite"):
-        new_keystore(path, "pw")
+        new_keystore(path, "pw", kdf="pbkdf2", iterations=1000)
