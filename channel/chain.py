@@ -14,6 +14,7 @@ timeout; connection failures become :class:`~channel.errors.NodeUnavailable`. Am
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -491,12 +492,8 @@ class ChainClient:
         )
 
     def with_account(self, account: LocalAccount) -> ChainClient:
-        """A client for the same contract signing as another account."""
-        return ChainClient(
-            self.w3, self.address, self.artifact, account, self.confirmations,
-            self.receipt_timeout, self.poll_interval, self.check_preconditions,
-            self.gas_margin_percent, self.progress, self.on_sent, self.extra_error_abis,
-        )
+        """A client for the same contract and options signing as another account."""
+        return dataclasses.replace(self, account=account)
 
     @property
     def url(self) -> str:
@@ -510,6 +507,7 @@ class ChainClient:
 
     def add_error_abi(self, abi: Sequence[dict[str, Any]]) -> None:
         """Also decode errors from another contract (e.g. the token's ERC20InsufficientBalance)."""
+        self.extra_error_abis = (*self.extra_error_abis, abi)
         self._decoder.add_abi(abi)
 
     def decode_revert(self, data: bytes) -> ContractRevert:

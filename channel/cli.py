@@ -29,7 +29,13 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from channel.errors import ConfigError, InvalidInput, PieceworkError
+from channel.errors import (
+    ConfigError,
+    InvalidInput,
+    NodeUnavailable,
+    PieceworkError,
+    TransactionTimeout,
+)
 
 __all__ = ["cli", "main"]
 
@@ -367,19 +373,13 @@ def close(cfg: Config, channel_id: bytes, service: str | None) -> None:
                 result = payer.cooperative_close(service, channel_id)
                 click.echo(f"closed cooperatively (tx {_hex(result.tx_hash)})")
                 return
+            except (NodeUnavailable, TransactionTimeout):
+                raise  # the unilateral close needs the node just as much
             except PieceworkError as exc:
-                from channel.errors import ChainError
-
-                if isinstance(exc, ChainError) and not _is_service_error(exc):
-                    raise
                 err_console.print(f"cooperative close failed ({exc}); starting a unilateral close")
         client.start_close(channel_id)
         ch = client.get_channel(channel_id)
     click.echo(f"closing; settle possible from {ch.closes_at} (unix time)")
-
-
-def _is_service_error(exc: PieceworkError) -> bool:
-    return getattr(exc, "code", "") == "service_unavailable"
 
 
 @cli.command()

@@ -122,6 +122,16 @@ class Payer:
     def address(self) -> str:
         return self.signer.address
 
+    def close(self) -> None:
+        """Release the HTTP connections (the store's engine belongs to the caller)."""
+        self.http.close()
+
+    def __enter__(self) -> Payer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     @property
     def domain(self) -> Domain:
         if self._domain is None:
