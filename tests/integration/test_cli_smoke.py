@@ -238,3 +238,21 @@ def test_serve_runs_the_api_and_pay_and_close_go_through_it(
         assert closed.startswith("closed cooperatively")
     finally:
         stop_process(proc)
+
+
+def test_close_falls_back_to_start_close_when_the_service_is_down(
+    *, anvil_node: Node, deployment: Deployment, accounts: Accounts, payee_twin: PayeeTwin,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_client = httpx.Client
+    monkeypatch.setattr("channel.payer.httpx.Client", lambda **_: real_client(
+        transport=httpx.MockTransport(payee_twin.handler)))
+    payee_twin.offline = True
+    env = {"PIECEWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'payer.db'}"}
+    key = accounts.payer.key.hex()
+    channel = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
+                     "--amount", "1000", env=env))
+    result = run(anvil_node, deployment, key, "close", "--channel", channel, "--service",
+                 SERVICE_URL, env=env)
+    assert result.stdout.startswith("closing; settle possible from")
+    assert "cooperative close failed" in result.stderr
