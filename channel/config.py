@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from channel.errors import ConfigError
+from channel.errors import ConfigError, InvalidAddress
 from channel.messages import parse_address
 from channel.state import DEFAULT_MIN_CHALLENGE_PERIOD
 
@@ -90,7 +90,13 @@ class Settings(BaseSettings):
     @field_validator("contract_address")
     @classmethod
     def _checksummed(cls, value: str | None) -> str | None:
-        return None if value is None else parse_address(value)
+        if value is None:
+            return None
+        try:
+            return parse_address(value)
+        except InvalidAddress as exc:
+            # pydantic reports ValueErrors with the variable's name; ours would escape raw.
+            raise ValueError(exc.message) from None
 
     @model_validator(mode="after")
     def _database_dir(self) -> Settings:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from channel.errors import (
@@ -154,6 +156,23 @@ class _Decision:
     state: PayeeChannelState
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A batch decided but not yet written (see ``PayeeService._plan``)."""
+
+    requests: Sequence[PaymentRequest]
+    results: list[SignedReceipt | PieceworkError | None] = field(default_factory=list)
+    parsed: list[_Parsed | None] = field(default_factory=list)
+    pending: list[tuple[int, _Decision]] = field(default_factory=list)
+    later: list[int] = field(default_factory=list)
+    final_states: dict[bytes, PayeeChannelState] = field(default_factory=dict)
+    tasks: set[tuple[bytes, bytes]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not self.results:
+            self.results = [None] * len(self.requests)
+
+
 class PayeeService:
     """Accepts vouchers for the payees whose keys it holds. Thread-safe; share one per process."""
 
@@ -285,56 +304,88 @@ class PayeeService:
         the batch is redone alone with ``accept``, as is any request repeating a task already
         decided in this batch.
         """
-        results: list[SignedReceipt | PieceworkError | None] = [None] * len(requests)
-        parsed: list[_Parsed | None] = []
+        plan = self._plan(requests)
+        return self._finish(plan, self._commit(plan))
+
+    def _plan(
+        self,
+        requests: Sequence[PaymentRequest],
+        overlay: Mapping[bytes, PayeeChannelState] | None = None,
+        inflight_tasks: AbstractSet[tuple[bytes, bytes]] = frozenset(),
+    ) -> _Plan:
+        """Parse and decide a batch without writing. ``overlay`` holds channel states of
+        batches decided but not yet committed, which replace the stored ones; a request for
+        a task in ``inflight_tasks`` (or repeated in this batch) is left for later."""
+        plan = _Plan(requests)
         for i, request in enumerate(requests):
             try:
-                parsed.append(_parse(request))
+                plan.parsed.append(_parse(request))
             except PieceworkError as exc:
-                results[i] = exc
-                parsed.append(None)
+                plan.results[i] = exc
+                plan.parsed.append(None)
         try:
             states, stored = self.store.load_many(
-                (p.channel_id, p.task_hash) for p in parsed if p is not None
+                (p.channel_id, p.task_hash) for p in plan.parsed if p is not None
             )
         except PieceworkError as exc:
-            return [exc if r is None else r for r in results]
-        seen: set[tuple[bytes, bytes]] = set()
-        later: list[int] = []
-        pending: list[tuple[int, _Decision]] = []
-        for i, p in enumerate(parsed):
+            plan.results = [exc if r is None else r for r in plan.results]
+            return plan
+        if overlay:
+            states.update({c: st for c, st in overlay.items() if c in states})
+        seen = set(inflight_tasks)
+        for i, p in enumerate(plan.parsed):
             if p is None:
                 continue
             key = (p.channel_id, p.task_hash)
             if key in seen:
-                later.append(i)
+                plan.later.append(i)
                 continue
             seen.add(key)
             try:
                 decision = self._decide(p, states.get(p.channel_id), stored.get(key))
             except PieceworkError as exc:
-                results[i] = exc
+                plan.results[i] = exc
                 continue
             states[p.channel_id] = decision.state
             if decision.pending is None:
-                results[i] = decision.receipt
+                plan.results[i] = decision.receipt
             else:
-                pending.append((i, decision))
+                plan.pending.append((i, decision))
+                plan.final_states[p.channel_id] = decision.state
+                plan.tasks.add(key)
+        return plan
+
+    def _commit(self, plan: _Plan) -> bool | StoreError:
+        """Write the plan's payments in one transaction: True, False (lost a race) or error."""
         try:
-            committed = self.store.accept_payments(
-                [d.pending for _, d in pending if d.pending is not None]
+            return self.store.accept_payments(
+                [d.pending for _, d in plan.pending if d.pending is not None]
             )
         except StoreError as exc:
-            for i, _ in pending:
-                results[i] = exc
-            committed = True  # nothing to redo: the errors are the answers
-        if committed:
-            for i, d in pending:
-                results[i] = results[i] or d.receipt
+            return exc
+
+    def _finish(
+        self, plan: _Plan, committed: bool | StoreError, *, redo_all: bool = False
+    ) -> list[SignedReceipt | PieceworkError]:
+        """Results of a committed plan; redo alone what could not be answered from it.
+
+        ``redo_all``: the plan was decided on top of a batch that then failed, so every
+        decision in it (refusals included) is redone against the database.
+        """
+        results = plan.results
+        later = list(plan.later)
+        if redo_all:
+            later.extend(i for i, p in enumerate(plan.parsed) if p is not None)
+        elif isinstance(committed, StoreError):
+            for i, _ in plan.pending:
+                results[i] = committed
+        elif committed:
+            for i, d in plan.pending:
+                results[i] = d.receipt
         else:
-            later.extend(i for i, _ in pending)
-        for i in sorted(later):
-            r = requests[i]
+            later.extend(i for i, _ in plan.pending)
+        for i in sorted(set(later)):
+            r = plan.requests[i]
             try:
                 results[i] = self.accept(
                     r.channel_id, r.task_id, r.amount, r.cumulative_amount, r.signature, r.now
@@ -370,21 +421,39 @@ class PayeeService:
 
 
 class GroupCommitter:
-    """Collects concurrent payments from many threads and commits them in batches.
+    """Collects concurrent payments from many threads and commits them in pipelined batches.
 
-    ``submit`` returns a ``Future``; ``accept`` blocks on it. One worker thread drains the
-    queue: whatever arrived while the previous batch was committing forms the next batch (up
-    to ``max_batch``), so a lone request pays no waiting and a crowd shares one fsync.
+    ``submit`` returns a ``Future``; ``accept`` blocks on it. A decider thread drains the
+    queue (whatever arrived, plus what arrives within ``max_wait`` seconds, up to
+    ``max_batch``) and verifies and signs the batch while a committer thread is still
+    fsyncing the previous one: the CPU work overlaps the disk wait. The decider sees the
+    in-flight batch's channel states (an overlay), so consecutive payments on one channel
+    can sit in consecutive batches; if a batch loses its compare-and-set, the batch decided
+    on top of it is redone request by request against the database.
     """
 
-    def __init__(self, service: PayeeService, max_batch: int = 256) -> None:
+    def __init__(
+        self, service: PayeeService, max_batch: int = 256, max_wait: float = 0.001
+    ) -> None:
         self.service = service
         self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.batches = 0
+        """Batches committed so far (``items / batches`` is the mean batch size)."""
+        self.items = 0
         self._queue: queue.SimpleQueue[tuple[PaymentRequest, Future[SignedReceipt]] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
+        # One plan in flight while the next is decided: a bounded hand-off keeps it that way.
+        self._plans: queue.Queue[_InFlight | None] = queue.Queue(maxsize=1)
+        self._lock = threading.Lock()
+        self._overlay: dict[bytes, tuple[int, PayeeChannelState]] = {}
+        self._inflight_tasks: dict[tuple[bytes, bytes], int] = {}
+        self._failed: set[int] = set()
+        self._decider = threading.Thread(target=self._decide_loop, name="gc-decide", daemon=True)
+        self._committer = threading.Thread(target=self._commit_loop, name="gc-commit", daemon=True)
+        self._decider.start()
+        self._committer.start()
 
     def submit(self, request: PaymentRequest) -> Future[SignedReceipt]:
         future: Future[SignedReceipt] = Future()
@@ -396,36 +465,94 @@ class GroupCommitter:
         return self.submit(request).result(timeout)
 
     def close(self) -> None:
-        """Finish the queued work and stop the worker thread."""
+        """Finish the queued work and stop both threads."""
         self._queue.put(None)
-        self._thread.join()
+        self._decider.join()
+        self._committer.join()
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+    def _next_batch(self) -> tuple[list[tuple[PaymentRequest, Future[SignedReceipt]]], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        # Callers released by the previous batch come back one by one; waiting up to
+        # max_wait for the stragglers turns many tiny batches (one fsync each) into one.
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
             try:
-                results = self.service.accept_many([r for r, _ in batch])
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _decide_loop(self) -> None:
+        seq = 0
+        stop = False
+        while not stop:
+            batch, stop = self._next_batch()
+            if not batch:
+                break
+            seq += 1
+            with self._lock:
+                overlay = {c: st for c, (_, st) in self._overlay.items()}
+                inflight = set(self._inflight_tasks)
+                depends = {n for n, _ in self._overlay.values()}
+            try:
+                plan = self.service._plan([r for r, _ in batch], overlay, inflight)
             except Exception as exc:  # never leave a caller waiting forever
                 for _, fut in batch:
                     fut.set_exception(exc)
-            else:
-                for (_, fut), res in zip(batch, results, strict=True):
-                    if isinstance(res, BaseException):
-                        fut.set_exception(res)
-                    else:
-                        fut.set_result(res)
-            if stop:
+                continue
+            with self._lock:
+                for c, st in plan.final_states.items():
+                    self._overlay[c] = (seq, st)
+                for key in plan.tasks:
+                    self._inflight_tasks[key] = seq
+            self._plans.put(_InFlight(seq, plan, [f for _, f in batch], depends))
+        self._plans.put(None)
+
+    def _commit_loop(self) -> None:
+        while True:
+            item = self._plans.get()
+            if item is None:
                 return
+            self.batches += 1
+            self.items += len(item.futures)
+            with self._lock:
+                redo = bool(item.depends & self._failed)
+            try:
+                committed = False if redo else self.service._commit(item.plan)
+                if committed is not True:
+                    with self._lock:
+                        self._failed.add(item.seq)
+                with self._lock:
+                    # Committed (or failed) batches leave the overlay: the database is the
+                    # truth again for their channels unless a newer batch is in flight.
+                    for c, (n, _) in list(self._overlay.items()):
+                        if n == item.seq:
+                            del self._overlay[c]
+                    for key, n in list(self._inflight_tasks.items()):
+                        if n == item.seq:
+                            del self._inflight_tasks[key]
+                    self._failed = {n for n in self._failed if n >= item.seq - 1}
+                results = self.service._finish(item.plan, committed, redo_all=redo)
+            except Exception as exc:  # never leave a caller waiting forever
+                for fut in item.futures:
+                    fut.set_exception(exc)
+                continue
+            for fut, res in zip(item.futures, results, strict=True):
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    seq: int
+    plan: _Plan
+    futures: list[Future[SignedReceipt]]
+    depends: set[int]

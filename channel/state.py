@@ -446,8 +446,20 @@ def _payee_payment(
             channel=channel,
             got=change.cumulative_amount,
         )
-    new_state = dataclasses.replace(
-        state, accepted=change.cumulative_amount, voucher_signature=change.voucher_signature
+    # The explicit constructor, not dataclasses.replace: this runs once per payment and
+    # replace() re-inspects the fields every call (~5x slower).
+    new_state = PayeeChannelState(
+        state.channel_id,
+        state.payer,
+        state.payee,
+        state.token,
+        state.deposit,
+        state.claimed,
+        state.challenge_period,
+        state.closes_at,
+        state.status,
+        change.cumulative_amount,
+        change.voucher_signature,
     )
     event = PaymentAccepted(
         state.channel_id,
