@@ -104,25 +104,45 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- errors
 
+    /// @notice `open` with an id that exists or existed (ids are never reusable).
     error ChannelIdUsed(bytes32 channelId);
+    /// @notice The channel is not open (never opened, or closed) for this operation.
     error ChannelNotOpen(bytes32 channelId, Status status);
+    /// @notice `topUp` / `startClose` on a channel whose close has started.
     error ChannelClosing(bytes32 channelId, uint64 closesAt);
+    /// @notice `settle` on a channel without a started close.
     error ChannelNotClosing(bytes32 channelId, Status status);
+    /// @notice Claim or close at or after `closesAt`: only `settle` is possible now.
     error ChallengePeriodOver(bytes32 channelId, uint64 closesAt);
+    /// @notice `settle` before `closesAt`.
     error ChallengePeriodNotOver(bytes32 channelId, uint64 closesAt, uint256 timestamp);
+    /// @notice challengePeriod is 0 or above `maxChallengePeriod`.
     error InvalidChallengePeriod(uint64 challengePeriod, uint64 maxChallengePeriod);
+    /// @notice The payee is address(0).
     error InvalidPayee(address payee);
+    /// @notice `open` / `topUp` of 0.
     error ZeroAmount();
+    /// @notice The (new) deposit would exceed 2^96 - 1.
     error DepositTooLarge(uint256 deposit, uint256 maxDeposit);
+    /// @notice ETH sent with an ERC-20 operation (or `openWithPermit` for ETH).
     error EthNotAccepted(uint256 value);
+    /// @notice ETH operation with `msg.value != amount`.
     error WrongEthAmount(uint256 value, uint256 amount);
+    /// @notice The contract's token balance grew by `received`, not by `expected`.
     error FeeOnTransferToken(address token, uint256 expected, uint256 received);
+    /// @notice Only the payer may call this.
     error NotPayer(bytes32 channelId, address caller, address payer);
+    /// @notice Only the payee may call this.
     error NotPayee(bytes32 channelId, address caller, address payee);
+    /// @notice The signature is malformed, high-s, or not by `expectedSigner` over this message.
     error InvalidSignature(bytes32 channelId, address expectedSigner, address recoveredSigner);
+    /// @notice The voucher does not pay anything beyond what was already claimed.
     error NothingToClaim(bytes32 channelId, uint256 cumulativeAmount, uint256 claimed);
+    /// @notice `withdraw` with no deferred balance.
     error NothingToWithdraw(address account, address token);
+    /// @notice `withdraw` of ETH to a receiver that rejected it (the balance stays owed).
     error EthTransferFailed(address to, uint256 amount);
+    /// @notice `token` has no code or does not answer `balanceOf`.
     error InvalidToken(address token);
 
     // ---------------------------------------------------------------- storage
@@ -219,8 +239,16 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         }
         if (amount == 0) revert ZeroAmount();
         uint256 b = ch.b;
-        uint256 deposit = (b >> 160) + amount;
-        if (deposit > MAX_DEPOSIT) revert DepositTooLarge(deposit, MAX_DEPOSIT);
+        uint256 current = b >> 160;
+        if (amount > MAX_DEPOSIT - current) {
+            // saturate so that even a uint256-overflowing request reports DepositTooLarge
+            revert DepositTooLarge(amount > type(uint256).max - current ? type(uint256).max : current + amount, MAX_DEPOSIT);
+        }
+        // Safe: checked just above that current + amount <= MAX_DEPOSIT.
+        uint256 deposit;
+        unchecked {
+            deposit = current + amount;
+        }
         ch.b = (b & _ADDR_MASK) | (deposit << 160);
         emit ChannelToppedUp(channelId, amount, deposit);
         _pullFunds(address(uint160(ch.c)), amount);

@@ -278,6 +278,8 @@ contract PaymentChannelsTest is Base {
         uint256 max = type(uint96).max;
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.DepositTooLarge.selector, max + 1, max));
         pc.topUp(id, max + 1 - 1 ether);
+        vm.expectRevert(abi.encodeWithSelector(PaymentChannels.DepositTooLarge.selector, type(uint256).max, max));
+        pc.topUp(id, type(uint256).max);
         bytes32 tid = _openUsd(1e6);
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.EthNotAccepted.selector, 5));
