@@ -91,6 +91,7 @@ _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 
 ProgressCallback: TypeAlias = Callable[[str], None]
+_hooks = threading.local()  # per-thread sent hooks, see ChainClient.sent_hook
 
 
 class PreconditionFailed(ChainError):  # noqa: N818 - named like the rest of channel.errors
@@ -483,6 +484,21 @@ class ChainClient:
         art = _as_artifact(artifact)
         return cls(connect(rpc_url, timeout=rpc_timeout), address, art, account, **options)
 
+    @staticmethod
+    @contextmanager
+    def sent_hook(hook: Callable[[bytes, int], None]) -> Iterator[None]:
+        """Call ``hook(tx_hash, nonce)`` for transactions sent *by this thread* inside the block.
+
+        Thread-local on purpose: the api shares one client between request handlers and the
+        watcher thread, and each must record only its own transactions.
+        """
+        previous = getattr(_hooks, "on_sent", None)
+        _hooks.on_sent = hook
+        try:
+            yield
+        finally:
+            _hooks.on_sent = previous
+
     def use_account(self, account: LocalAccount) -> None:
         """Sign transactions as ``account`` from now on (fresh nonce state)."""
         self.account = account
@@ -766,6 +782,18 @@ class ChainClient:
         out.sort(key=lambda e: (e.meta.block_number, e.meta.log_index))
         return out
 
+    def channel_history(
+        self, channel_id: bytes, from_block: int = 0, to_block: int | str = "latest"
+    ) -> list[ChannelEvent]:
+        """Every event of one channel (its id is the first indexed topic of each), in order."""
+        cid = "0x" + _bytes32(channel_id, "channel id").hex()
+        logs = self._call("eth_getLogs", lambda: self.w3.eth.get_logs(cast(Any, {
+            "address": _address(self.address), "fromBlock": from_block, "toBlock": to_block,
+            "topics": [None, cid]})))
+        out = [ev for ev in (self.decode_log(dict(lg)) for lg in logs) if ev is not None]
+        out.sort(key=lambda e: (e.meta.block_number, e.meta.log_index))
+        return out
+
     def decode_log(self, log_entry: dict[str, Any]) -> ChannelEvent | None:
         topics = [bytes(t) for t in log_entry.get("topics", [])]
         if not topics or log_entry.get("removed"):
@@ -877,8 +905,9 @@ class ChainClient:
                 nonces.resync()
                 raise
         self._report(f"{what}: sent 0x{tx_hash.hex()}")
-        if self.on_sent is not None:
-            self.on_sent(tx_hash, int(tx["nonce"]))
+        for hook in (self.on_sent, getattr(_hooks, "on_sent", None)):
+            if hook is not None:
+                hook(tx_hash, int(tx["nonce"]))
         receipt = self.wait_for_receipt(tx_hash, what=what)
         if int(receipt["status"]) != 1:
             raise self._explain_failure(what, tx, receipt, decoder)

@@ -398,14 +398,32 @@ def settle(cfg: Config, channel_id: bytes) -> None:
 @click.option("--channel", "channel_id", type=BYTES32, required=True)
 @pass_config
 def status(cfg: Config, channel_id: bytes) -> None:
-    """Show a channel as the contract sees it."""
-    ch = cfg.client(sign=False).get_channel(channel_id)
-    for name, value in (
+    """Show a channel as the contract sees it (a closed one: its final split from the events)."""
+    from channel.chain import ChannelClosed, ChannelOpened
+    from channel.state import ChannelStatus
+
+    client = cfg.client(sign=False)
+    ch = client.get_channel(channel_id)
+    rows: list[tuple[str, object]] = [
         ("channel", _hex(ch.channel_id)), ("status", ch.status.name.lower()),
         ("payer", ch.payer), ("payee", ch.payee), ("token", ch.token),
         ("deposit", ch.deposit), ("claimed", ch.claimed),
         ("challenge_period", ch.challenge_period), ("closes_at", ch.closes_at),
-    ):
+    ]
+    if ch.status is ChannelStatus.CLOSED:
+        # The contract zeroes payee/token/amounts of a closed channel; the events keep them.
+        history = client.channel_history(channel_id)
+        opened = next((e for e in history if isinstance(e, ChannelOpened)), None)
+        closed = next((e for e in history if isinstance(e, ChannelClosed)), None)
+        if opened is not None:
+            rows[3:6] = [("payee", opened.payee), ("token", opened.token),
+                         ("deposit", sum(getattr(e, "amount", 0) for e in history
+                                         if type(e).__name__ == "ChannelToppedUp")
+                          + opened.deposit)]
+        if closed is not None:
+            rows[6] = ("claimed", closed.payee_total)
+            rows.append(("payer_refund", closed.payer_refund))
+    for name, value in rows:
         click.echo(f"{name:<17}{value}")
 
 

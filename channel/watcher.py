@@ -334,15 +334,14 @@ class Watcher:
         ids = tuple(c.channel_id for c in channels)
         amounts = tuple(c.accepted for c in channels)
         tx_id = self.store.add_transaction(kind, ids)
-        previous_hook = self.chain.on_sent
 
         def sent_hook(tx_hash: bytes, nonce: int) -> None:
             self.store.update_transaction(tx_id, tx_hash="0x" + tx_hash.hex(), nonce=nonce,
                                           status="sent", attempts=1)
 
-        self.chain.on_sent = sent_hook
         try:
-            result = send()
+            with self.chain.sent_hook(sent_hook):
+                result = send()
         except (ContractRevert, PreconditionFailed) as exc:
             status = "reverted" if isinstance(exc, ContractRevert) else "skipped"
             self.store.update_transaction(tx_id, status=status, last_error=str(exc)[:2000])
@@ -356,8 +355,6 @@ class Watcher:
             self.store.update_transaction(tx_id, status="failed", last_error=str(exc)[:2000])
             self._say(f"{kind} for {_ids(ids)} failed: {exc}")
             return SentTx(kind, ids, amounts, False, error=str(exc))
-        finally:
-            self.chain.on_sent = previous_hook
         self.store.update_transaction(tx_id, status="mined", tx_hash="0x" + result.tx_hash.hex())
         for c in channels:
             self._attempted[c.channel_id] = (c.accepted, int(result.block_number))

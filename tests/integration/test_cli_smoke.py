@@ -79,6 +79,11 @@ def test_open_top_up_status_close_settle(
     advance_time(w3, 600)
     assert ok(run(anvil_node, deployment, accounts.third.key.hex(), "settle", "--channel",
                   channel)) == "settled; payer refund 1000100"
+    final = dict(line.split(None, 1) for line in ok(run(
+        anvil_node, deployment, payer_key, "status", "--channel", channel)).splitlines())
+    assert (final["status"], final["payee"], final["deposit"], final["claimed"],
+            final["payer_refund"]) == ("closed", accounts.payee.address, "1000500", "400",
+                                       "1000100")
 
 
 def test_erc20_open_with_permit(
