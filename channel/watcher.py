@@ -11,7 +11,8 @@ One :meth:`Watcher.poll_once` does, deterministically:
    *at that block* and written to the store's mirror, so replaying a range never double-counts;
    the cursor (number + hash) is saved after each chunk, so a restart resumes from it;
 4. **defend** — a channel the payer started closing while we hold a voucher above ``claimed``
-   is claimed at once (``closeByPayee`` when we are its payee), well before ``closesAt``;
+   is claimed at once, well before ``closesAt`` (or closed with ``closeByPayee`` when we are
+   its payee and ``close_on_defend`` is set);
 5. **collect** — routine claims are batched into ``claimMany`` when a channel's unclaimed amount
    reaches the threshold or its oldest unclaimed voucher is older than ``max_age``.
 
@@ -132,6 +133,9 @@ class Watcher:
     rewind_depth: int = 64
     clock: Callable[[], float] = time.time
     report: Callable[[str], None] | None = None
+    close_on_defend: bool = False
+    """Answer a payer's close with ``closeByPayee`` (ends it now, when we are the payee)
+    instead of ``claim`` (the channel stays closing and the payer settles the rest later)."""
     # Voucher amounts already sent per channel, with the block the tx was mined in (None:
     # reverted). Prevents resending the same voucher until the mirror has caught up.
     _attempted: dict[bytes, tuple[int, int | None]] = field(default_factory=dict, init=False)
@@ -308,7 +312,8 @@ class Watcher:
         return oldest is not None and self.clock() - oldest >= self.policy.max_age
 
     def _defend(self, ch: PayeeChannelState, sig: bytes) -> SentTx:
-        as_payee = self.chain.account is not None and ch.payee == self.chain.sender
+        as_payee = (self.close_on_defend and self.chain.account is not None
+                    and ch.payee == self.chain.sender)
         kind = "closeByPayee" if as_payee else "claim"
         self._say(f"channel 0x{ch.channel_id.hex()} is closing at {ch.closes_at}: {kind} "
                   f"{ch.accepted} (claimed {ch.claimed})")

@@ -34,31 +34,35 @@ def watcher_for(client: ChainClient, twin: PayeeTwin, accounts: Accounts, **kw: 
     return Watcher(client, twin.service.store, **options)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("as_payee", [True, False], ids=["payee", "third-party"])
-def test_stale_start_close_is_defeated_before_closes_at(  # noqa: PLR0917 - fixtures
-    make_client: MakeClient, accounts: Accounts, deployment: Deployment, payee_twin: PayeeTwin,
-    w3: Web3, as_payee: bool,
+@pytest.mark.parametrize(
+    ("who", "close_on_defend", "kind"),
+    [("payee", False, "claim"), ("payee", True, "closeByPayee"), ("third", True, "claim")],
+)
+def test_stale_start_close_is_defeated_before_closes_at(
+    *, make_client: MakeClient, accounts: Accounts, deployment: Deployment,
+    payee_twin: PayeeTwin, w3: Web3, who: str, close_on_defend: bool, kind: str,
 ) -> None:
     payer = make_client(accounts.payer)
     channel_id = open_eth(payer, accounts.payee.address, period=3600)
     for i in range(1, 4):
         pay(payee_twin, accounts, deployment, channel_id, f"task-{i}",
             amount=1000, cumulative=1000 * i)
-    watcher = watcher_for(make_client(accounts.payee if as_payee else accounts.third),
-                          payee_twin, accounts)
+    watcher = watcher_for(make_client(getattr(accounts, who)), payee_twin, accounts,
+                          close_on_defend=close_on_defend)
     assert watcher.poll_once().sent == ()  # open channel below threshold: nothing to do
 
     payer.start_close(channel_id)  # the payer hopes the payee is asleep
     payee_before = w3.eth.get_balance(accounts.payee.address)
     result = watcher.poll_once()
     (sent,) = result.sent
-    assert sent.ok and sent.kind == ("closeByPayee" if as_payee else "claim")
+    assert sent.ok and sent.kind == kind
     assert sent.cumulative_amounts == (3000,)
     ch = payer.get_channel(channel_id)
-    if as_payee:
+    if kind == "closeByPayee":
         assert ch.status is ChannelStatus.CLOSED
     else:
         assert (ch.status, ch.claimed) == (ChannelStatus.CLOSING, 3000)
+    if who == "third":  # a watchtower pays the gas, the payee gets the money
         assert w3.eth.get_balance(accounts.payee.address) - payee_before == 3000
     txs = payee_twin.service.store.transactions()
     assert [(t["kind"], t["status"]) for t in txs] == [(sent.kind, "mined")]
@@ -166,7 +170,7 @@ def test_a_reverted_transaction_is_recorded_and_not_retried(
     assert not sent.ok and "InvalidSignature" in (sent.error or "")
     assert watcher.poll_once().sent == ()  # no loop on the same voucher
     rows = store.transactions()
-    assert [(r["kind"], r["status"]) for r in rows] == [("closeByPayee", "reverted")]
+    assert [(r["kind"], r["status"]) for r in rows] == [("claim", "reverted")]
     assert "InvalidSignature" in rows[0]["last_error"]
 
 
