@@ -36,8 +36,9 @@ __all__ = ["ChainChannelSource", "Overrides", "create_app"]
 
 log = logging.getLogger(__name__)
 
-# Measured (see the commit that set it): off until group commit shows a win on the hot path.
-_GROUP_COMMIT_DEFAULT = False
+# Measured with wrk, 64 connections, 1 worker, 2 cores: group commit took payments from 405 to
+# ~900 req/s on SQLite (one fsync per batch) and from 324 to 468 req/s on PostgreSQL.
+_GROUP_COMMIT_DEFAULT = True
 
 
 class ChainChannelSource:
