@@ -572,6 +572,10 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
 
     /// @dev Sends funds; a payout that reverts is credited to `owed` instead of blocking the
     /// operation (a payee that rejects ETH must not lock the payer's refund, and vice versa).
+    /// All gas is forwarded so that smart-contract wallets can receive. A receiver that burns it
+    /// all can at worst make a two-payout close (closeByPayee / cooperativeClose) run out of gas;
+    /// each side always keeps a path that pays only itself: `claim` for the payee, `startClose` +
+    /// `settle` for the payer.
     function _pay(address token, address to, uint256 amount) private {
         bool ok;
         if (token == address(0)) {
