@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
     try:
         _check(settings)
     except ConfigError as exc:
-        log.error("piecework: %s", exc)
+        # SystemExit prints exactly this line to stderr; uvicorn adds no traceback.
         raise SystemExit(f"piecework: {exc}") from None
     chosen = overrides or Overrides()
 
