@@ -1,0 +1,330 @@
+"""HTTP: paid requests/s and latency of the real payee service vs a bare FastAPI endpoint.
+
+Real channels on a real anvil (``channel.devnet.Supervisor``), the real service
+(``piecework serve``, SQLite or PostgreSQL, 1 or 2 workers), and as the baseline, measured in
+the same run with the same load, a bare FastAPI app (scripts/_bench_bare_app.py: pydantic
+body + one coincurve recover). Load generator: ``wrk`` with scripts/_bench_wrk.lua, one wrk
+thread per connection so that each connection pays its own channel strictly in order (no
+self-inflicted 409s; any non-201 answer is counted as an error). wrk's own CPU time is
+measured (``wait4`` rusage) to show it is not the bottleneck, and its ceiling is measured
+against a trivial endpoint.
+
+Usage: .venv/bin/python scripts/bench_http.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import httpx
+import psycopg
+import sqlalchemy as sa
+
+from _bench_chain import CHAIN_ID, DEV_KEYS, Devnet, open_channels, start_devnet
+from channel.devnet import ManagedProcess, Supervisor, free_port
+from channel.messages import Domain, Voucher
+from channel.signing import Signer
+
+VENV_BIN = Path(sys.executable).parent
+LUA = HERE / "_bench_wrk.lua"
+WARMUP = 2  # vouchers per connection sent before wrk starts (the first fetches the channel)
+RATE_GUESS = 6_000.0  # payments/s an instance might reach: sizes the pre-signed vouchers
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Plan:
+    connections: list[int]
+    workers: list[int]
+    backends: list[str]
+    duration: float
+
+
+def plan_for(quick: bool) -> Plan:
+    if quick:
+        return Plan([8, 64], [1, 2], ["sqlite", "postgres"], 3.0)
+    return Plan([1, 8, 32, 64], [1, 2], ["sqlite", "postgres"], 6.0)
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("wrk missing: apt-get install -y wrk", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
+                   stdout=subprocess.DEVNULL)
+    path = shutil.which("wrk")
+    if not path:
+        raise RuntimeError("wrk is not installed and apt-get could not install it")
+    return path
+
+
+# --- vouchers ------------------------------------------------------------------------------
+
+def presign(net: Devnet, ids: list[bytes], plan: Plan, root: Path) -> dict[int, Path]:
+    """Voucher files per connection count: ``root/c<C>/conn<k>.txt``, one channel each."""
+    payer = Signer(DEV_KEYS["payer"])
+    domain = Domain(CHAIN_ID, net.contract)
+    dirs: dict[int, Path] = {}
+    base = 0
+    for c in plan.connections:
+        per_conn = int(min(RATE_GUESS / c, 3_000.0) * plan.duration * 2.0) + WARMUP + 50
+        d = root / f"c{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(c):
+            cid = ids[base + k]
+            path = f"/v1/channels/0x{cid.hex()}/payments"
+            lines = []
+            for i in range(1, per_conn + 1):
+                sig = payer.sign(domain, Voucher(cid, i))
+                body = json.dumps({"task_id": f"t{c}-{k}-{i}", "amount": "1",
+                                   "cumulative_amount": str(i), "signature": "0x" + sig.hex()},
+                                  separators=(",", ":"))
+                lines.append(f"{path}\t{body}\n")
+            (d / f"conn{k}.txt").write_text("".join(lines))
+        dirs[c] = d
+        base += c
+    return dirs
+
+
+def channels_needed(plan: Plan) -> int:
+    return sum(plan.connections)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+def tree_pids(pid: int) -> list[int]:
+    out = [pid]
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            out.extend(tree_pids(int(child)))
+    return out
+
+
+def peak_rss_mib(pid: int) -> tuple[float, float]:
+    """(largest VmHWM of one process, sum of VmHWM) over the process tree, in MiB."""
+    peaks = []
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+    return (max(peaks) if peaks else 0.0, sum(peaks))
+
+
+@contextlib.contextmanager
+def postgres_database(base: str) -> Iterator[str]:
+    """A fresh database on the server of ``base``; dropped afterwards."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(base, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_ok(base: str) -> str | None:
+    try:
+        with psycopg.connect(base, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+def start_service(sup: Supervisor, net: Devnet, workdir: Path, database_url: str,
+                  workers: int, name: str) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PIECEWORK_RPC_URL": net.rpc_url,
+        "PIECEWORK_CONTRACT_ADDRESS": net.contract,
+        "PIECEWORK_CHAIN_ID": str(CHAIN_ID),
+        "PIECEWORK_DATABASE_URL": database_url,
+        "PIECEWORK_OPERATOR_TOKEN": secrets.token_urlsafe(24),
+        "PIECEWORK_PRIVATE_KEY": DEV_KEYS["payee"],  # anvil development key, by env only
+    }
+    proc = sup.start(name, [str(VENV_BIN / "piecework"), "serve", "--host", "127.0.0.1",
+                            "--port", str(port), "--workers", str(workers)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    sup.wait_http(proc, f"{url}/healthz", timeout=60)
+    return proc, url
+
+
+def start_bare(sup: Supervisor, workers: int, name: str) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    proc = sup.start(name, [str(VENV_BIN / "uvicorn"), "--factory", "_bench_bare_app:create_app",
+                            "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port),
+                            "--workers", str(workers)])
+    url = f"http://127.0.0.1:{port}"
+    sup.wait_http(proc, f"{url}/healthz", timeout=60)
+    return proc, url
+
+
+def stop(sup: Supervisor, proc: ManagedProcess) -> None:
+    proc.stop()
+    if proc in sup.processes:
+        sup.processes.remove(proc)
+
+
+# --- load ----------------------------------------------------------------------------------
+
+def warm_up(url: str, vdir: Path, c: int) -> int:
+    """Send each connection's first WARMUP vouchers in order; returns the non-201 count."""
+    bad = 0
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for k in range(c):
+            with (vdir / f"conn{k}.txt").open() as f:
+                for _ in range(WARMUP):
+                    path, body = f.readline().rstrip("\n").split("\t", 1)
+                    r = http.post(path, content=body,
+                                  headers={"content-type": "application/json"})
+                    bad += r.status_code != 201
+    return bad
+
+
+def run_wrk(wrk: str, url: str, vdir: Path, c: int, seconds: float,
+            first: int = WARMUP + 1, path: str = "/") -> dict[str, Any]:
+    argv = [wrk, f"-t{c}", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s",
+            "-s", str(LUA), url + path, "--", str(vdir), str(first)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.strip() or out.strip()}")
+    res: dict[str, Any] = json.loads(line[len("WRKJSON "):])
+    seconds_run = res["duration_us"] / 1e6
+    res["paid_per_s"] = res["ok"] / seconds_run
+    res["requests_per_s"] = res["requests"] / seconds_run
+    res["errors"] = (res["bad"] + res["connect_errors"] + res["read_errors"]
+                     + res["write_errors"] + res["timeouts"])
+    res["wrk_cpu_s"] = usage.ru_utime + usage.ru_stime
+    res["wrk_wall_s"] = wall
+    res["wrk_cpu_fraction_of_one_core"] = res["wrk_cpu_s"] / wall
+    for key in ("p50", "p90", "p99", "p999", "max", "mean"):
+        res[f"{key}_ms"] = res.pop(f"{key}_us") / 1000
+    return res
+
+
+def wrk_ceiling(wrk: str, url: str, seconds: float, c: int = 64) -> dict[str, Any]:
+    """Plain wrk (no Lua) on a trivial GET: the load generator's own ceiling here."""
+    argv = [wrk, "-t2", f"-c{c}", f"-d{seconds:g}s", url + "/healthz"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, _status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    rate = next(float(x.split()[1]) for x in out.splitlines() if x.startswith("Requests/sec"))
+    return {"requests_per_s": rate, "wrk_cpu_s": usage.ru_utime + usage.ru_stime}
+
+
+# --- the whole matrix ----------------------------------------------------------------------
+
+def run(sup: Supervisor, net: Devnet, workdir: Path, plan: Plan,
+        postgres_url: str, log: Any = print) -> dict[str, Any]:
+    """Every cell of the matrix; failures are recorded, not raised, so the rest still runs."""
+    wrk = ensure_wrk()
+    out: dict[str, Any] = {"load_generator": "wrk 4.1 + scripts/_bench_wrk.lua, one thread per "
+                           "connection, keep-alive HTTP/1.1, no pipelining",
+                           "duration_s": plan.duration, "cells": [], "failures": [],
+                           "notes": []}
+    t0 = time.perf_counter()
+    ids = open_channels(net, channels_needed(plan), 10**18)
+    log(f"  opened {len(ids)} channels on anvil in {time.perf_counter() - t0:.1f}s")
+    t0 = time.perf_counter()
+    dirs = presign(net, ids, plan, workdir / "vouchers")
+    log(f"  pre-signed vouchers in {time.perf_counter() - t0:.1f}s")
+    backends = list(plan.backends)
+    if "postgres" in backends:
+        why = postgres_ok(postgres_url)
+        if why is not None:
+            backends.remove("postgres")
+            out["notes"].append(f"PostgreSQL skipped: {postgres_url} unreachable ({why})")
+            log(f"  PostgreSQL skipped: {why}")
+    for workers in plan.workers:
+        for target in ["bare", *backends]:
+            name = f"{target}-w{workers}"
+            started = time.perf_counter()
+            try:
+                with contextlib.ExitStack() as stack:
+                    if target == "bare":
+                        proc, url = start_bare(sup, workers, name)
+                    elif target == "sqlite":
+                        db = workdir / f"{name}.db"
+                        proc, url = start_service(sup, net, workdir, f"sqlite:///{db}",
+                                                  workers, name)
+                    else:
+                        db_url = stack.enter_context(postgres_database(postgres_url))
+                        proc, url = start_service(sup, net, workdir, db_url, workers, name)
+                    stack.callback(stop, sup, proc)
+                    log(f"  {name}: up in {time.perf_counter() - started:.1f}s")
+                    if target == "bare" and workers == plan.workers[0]:
+                        out["wrk_ceiling_trivial_get"] = wrk_ceiling(wrk, url, 2.0)
+                    for c in plan.connections:
+                        warm_bad = warm_up(url, dirs[c], c)
+                        res = run_wrk(wrk, url, dirs[c], c, plan.duration)
+                        res.update(target=target, workers=workers, connections=c,
+                                   warmup_errors=warm_bad)
+                        out["cells"].append(res)
+                        log(f"  {name:12s} c={c:3d}: {res['paid_per_s']:8,.0f} paid/s  "
+                            f"p50 {res['p50_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms  "
+                            f"max {res['max_ms']:7.1f} ms  errors {res['errors']}  "
+                            f"wrk cpu {res['wrk_cpu_fraction_of_one_core']:.0%} of a core")
+                        if res["exhausted"]:
+                            out["notes"].append(f"{name} c={c}: ran out of pre-signed vouchers "
+                                                f"({res['exhausted']} filler requests)")
+                    rss_max, rss_sum = peak_rss_mib(proc.pid)
+                    out.setdefault("peak_rss_mib", {})[name] = {"largest_process": rss_max,
+                                                                "whole_tree": rss_sum}
+            except Exception as exc:
+                out["failures"].append(f"{name}: {type(exc).__name__}: {exc}")
+                log(f"  {name} FAILED: {exc}")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--postgres",
+                        default=os.environ.get("PIECEWORK_TEST_POSTGRES_URL", DEFAULT_PG))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    plan = plan_for(args.quick)
+    if args.duration:
+        plan.duration = args.duration
+    workdir = Path(tempfile.mkdtemp(prefix="piecework-bench-http-"))
+    with Supervisor(workdir / "logs") as sup:
+        net = start_devnet(sup)
+        result = run(sup, net, workdir, plan, args.postgres)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    shutil.rmtree(workdir / "vouchers", ignore_errors=True)
+    return 1 if result["failures"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
