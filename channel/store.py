@@ -237,7 +237,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     # pysqlite's own implicit BEGIN is disabled (isolation_level=None) and issued here, so
     # SQLAlchemy's transaction boundaries are the real ones (SQLAlchemy's documented recipe).
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+    # writes fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which busy_timeout
+    # does not retry) when another connection committed in between, e.g. the watcher's
+    # upsert racing the payment path.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
