@@ -30,19 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 import psycopg
 import sqlalchemy as sa
-
 from _bench_chain import CHAIN_ID, DEV_KEYS, Devnet, open_channels, start_devnet
+
 from channel.devnet import ManagedProcess, Supervisor, free_port
 from channel.messages import Domain, Voucher
 from channel.signing import Signer
 
+HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 LUA = HERE / "_bench_wrk.lua"
 WARMUP = 2  # vouchers per connection sent before wrk starts (the first fetches the channel)
@@ -152,7 +152,7 @@ def postgres_ok(base: str) -> str | None:
     return None
 
 
-def start_service(sup: Supervisor, net: Devnet, workdir: Path, database_url: str,
+def start_service(sup: Supervisor, net: Devnet, database_url: str, *,
                   workers: int, name: str) -> tuple[ManagedProcess, str]:
     port = free_port()
     env = {
@@ -166,9 +166,7 @@ def start_service(sup: Supervisor, net: Devnet, workdir: Path, database_url: str
     }
     proc = sup.start(name, [str(VENV_BIN / "piecework"), "serve", "--host", "127.0.0.1",
                             "--port", str(port), "--workers", str(workers)], env=env)
-    url = f"http://127.0.0.1:{port}"
-    sup.wait_http(proc, f"{url}/healthz", timeout=60)
-    return proc, url
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def start_bare(sup: Supervisor, workers: int, name: str) -> tuple[ManagedProcess, str]:
@@ -176,9 +174,7 @@ def start_bare(sup: Supervisor, workers: int, name: str) -> tuple[ManagedProcess
     proc = sup.start(name, [str(VENV_BIN / "uvicorn"), "--factory", "_bench_bare_app:create_app",
                             "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port),
                             "--workers", str(workers)])
-    url = f"http://127.0.0.1:{port}"
-    sup.wait_http(proc, f"{url}/healthz", timeout=60)
-    return proc, url
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def stop(sup: Supervisor, proc: ManagedProcess) -> None:
@@ -203,7 +199,7 @@ def warm_up(url: str, vdir: Path, c: int) -> int:
     return bad
 
 
-def run_wrk(wrk: str, url: str, vdir: Path, c: int, seconds: float,
+def run_wrk(wrk: str, url: str, vdir: Path, c: int, seconds: float, *,
             first: int = WARMUP + 1, path: str = "/") -> dict[str, Any]:
     argv = [wrk, f"-t{c}", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s",
             "-s", str(LUA), url + path, "--", str(vdir), str(first)]
@@ -243,7 +239,7 @@ def wrk_ceiling(wrk: str, url: str, seconds: float, c: int = 64) -> dict[str, An
 
 # --- the whole matrix ----------------------------------------------------------------------
 
-def run(sup: Supervisor, net: Devnet, workdir: Path, plan: Plan,
+def run(sup: Supervisor, net: Devnet, workdir: Path, plan: Plan, *,
         postgres_url: str, log: Any = print) -> dict[str, Any]:
     """Every cell of the matrix; failures are recorded, not raised, so the rest still runs."""
     wrk = ensure_wrk()
@@ -264,44 +260,59 @@ def run(sup: Supervisor, net: Devnet, workdir: Path, plan: Plan,
             backends.remove("postgres")
             out["notes"].append(f"PostgreSQL skipped: {postgres_url} unreachable ({why})")
             log(f"  PostgreSQL skipped: {why}")
-    for workers in plan.workers:
-        for target in ["bare", *backends]:
-            name = f"{target}-w{workers}"
-            started = time.perf_counter()
-            try:
-                with contextlib.ExitStack() as stack:
+    # Every instance starts at once (startup is slow on a loaded machine, and idle instances
+    # cost next to nothing); then they are measured one at a time, each stopped after its turn.
+    with contextlib.ExitStack() as stack:
+        instances = []
+        t0 = time.perf_counter()
+        for workers in plan.workers:
+            for target in ["bare", *backends]:
+                name = f"{target}-w{workers}"
+                try:
                     if target == "bare":
                         proc, url = start_bare(sup, workers, name)
-                    elif target == "sqlite":
-                        db = workdir / f"{name}.db"
-                        proc, url = start_service(sup, net, workdir, f"sqlite:///{db}",
-                                                  workers, name)
                     else:
-                        db_url = stack.enter_context(postgres_database(postgres_url))
-                        proc, url = start_service(sup, net, workdir, db_url, workers, name)
+                        if target == "sqlite":
+                            db_url = f"sqlite:///{workdir / name}.db"
+                        else:
+                            db_url = stack.enter_context(postgres_database(postgres_url))
+                        proc, url = start_service(sup, net, db_url, workers=workers, name=name)
                     stack.callback(stop, sup, proc)
-                    log(f"  {name}: up in {time.perf_counter() - started:.1f}s")
-                    if target == "bare" and workers == plan.workers[0]:
-                        out["wrk_ceiling_trivial_get"] = wrk_ceiling(wrk, url, 2.0)
-                    for c in plan.connections:
-                        warm_bad = warm_up(url, dirs[c], c)
-                        res = run_wrk(wrk, url, dirs[c], c, plan.duration)
-                        res.update(target=target, workers=workers, connections=c,
-                                   warmup_errors=warm_bad)
-                        out["cells"].append(res)
-                        log(f"  {name:12s} c={c:3d}: {res['paid_per_s']:8,.0f} paid/s  "
-                            f"p50 {res['p50_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms  "
-                            f"max {res['max_ms']:7.1f} ms  errors {res['errors']}  "
-                            f"wrk cpu {res['wrk_cpu_fraction_of_one_core']:.0%} of a core")
-                        if res["exhausted"]:
-                            out["notes"].append(f"{name} c={c}: ran out of pre-signed vouchers "
-                                                f"({res['exhausted']} filler requests)")
-                    rss_max, rss_sum = peak_rss_mib(proc.pid)
-                    out.setdefault("peak_rss_mib", {})[name] = {"largest_process": rss_max,
-                                                                "whole_tree": rss_sum}
+                    instances.append((target, workers, name, proc, url))
+                except Exception as exc:
+                    out["failures"].append(f"{name}: {type(exc).__name__}: {exc}")
+        for target, workers, name, proc, url in list(instances):
+            try:
+                sup.wait_http(proc, f"{url}/healthz", timeout=120)
+            except Exception as exc:
+                out["failures"].append(f"{name}: did not start: {exc}")
+                instances.remove((target, workers, name, proc, url))
+        log(f"  {len(instances)} instances up in {time.perf_counter() - t0:.1f}s")
+        for target, workers, name, proc, url in instances:
+            try:
+                if target == "bare" and workers == plan.workers[0]:
+                    out["wrk_ceiling_trivial_get"] = wrk_ceiling(wrk, url, 2.0)
+                for c in plan.connections:
+                    warm_bad = warm_up(url, dirs[c], c)
+                    res = run_wrk(wrk, url, dirs[c], c, plan.duration)
+                    res.update(target=target, workers=workers, connections=c,
+                               warmup_errors=warm_bad)
+                    out["cells"].append(res)
+                    log(f"  {name:12s} c={c:3d}: {res['paid_per_s']:8,.0f} paid/s  "
+                        f"p50 {res['p50_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms  "
+                        f"max {res['max_ms']:7.1f} ms  errors {res['errors']}  "
+                        f"wrk cpu {res['wrk_cpu_fraction_of_one_core']:.0%} of a core")
+                    if res["exhausted"]:
+                        out["notes"].append(f"{name} c={c}: ran out of pre-signed vouchers "
+                                            f"({res['exhausted']} filler requests)")
+                rss_max, rss_sum = peak_rss_mib(proc.pid)
+                out.setdefault("peak_rss_mib", {})[name] = {"largest_process": rss_max,
+                                                            "whole_tree": rss_sum}
             except Exception as exc:
                 out["failures"].append(f"{name}: {type(exc).__name__}: {exc}")
                 log(f"  {name} FAILED: {exc}")
+            finally:
+                stop(sup, proc)
     return out
 
 
@@ -319,7 +330,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="piecework-bench-http-"))
     with Supervisor(workdir / "logs") as sup:
         net = start_devnet(sup)
-        result = run(sup, net, workdir, plan, args.postgres)
+        result = run(sup, net, workdir, plan, postgres_url=args.postgres)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     shutil.rmtree(workdir / "vouchers", ignore_errors=True)
