@@ -272,7 +272,9 @@ contract Handler {
         if (kind == 0) {
             v = _sign(c.payerIdx, Sig.VOUCHER, c.id, amount, block.chainid + 1 + (amountSeed % 1000), address(pc));
         } else if (kind == 1) {
-            v = _sign(c.payerIdx, Sig.VOUCHER, c.id, amount, block.chainid, address(uint160(amountSeed)));
+            address vc = address(uint160(amountSeed));
+            if (vc == address(pc)) return; // the fuzzer's dictionary knows the real address
+            v = _sign(c.payerIdx, Sig.VOUCHER, c.id, amount, block.chainid, vc);
         } else {
             Ch memory o = chans[otherIdx % chans.length];
             if (o.id == c.id) return;
