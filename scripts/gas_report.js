@@ -11,7 +11,6 @@ import {
   createWalletClient,
   encodeFunctionData,
   http,
-  keccak256,
   parseEther,
   parseSignature,
   toHex,
@@ -107,8 +106,11 @@ async function main() {
       if (r.status !== "success") throw new Error(`tx ${hash} reverted`);
       return r;
     };
+    // Goals are for a warm contract; `goalApplies: false` marks rows they do not describe
+    // (claimMany below 50 channels, the very first token deposit into a fresh contract).
     const record = (op, scenario, gas, extra = {}) => {
-      const goal = GOALS[op] ?? null;
+      const goal = extra.goalApplies === false ? null : GOALS[op] ?? null;
+      delete extra.goalApplies;
       rows.push({ operation: op, scenario, gasUsed: Number(gas), goal, withinGoal: goal === null ? null : Number(gas) <= goal, ...extra });
     };
     const deploy = async (w, a, args = []) => {
@@ -160,7 +162,7 @@ async function main() {
     let r = await send(payerW, "approve", [pc, 10n ** 15n], 0n, tusd, TUSD.abi);
     record("approve", "ERC-20 approve before open (separate tx)", r.gasUsed);
     c = await openTok(payerW, payee.address);
-    record("open ERC-20", "with allowance, first token deposit into the contract", c.gas);
+    record("open ERC-20", "with allowance, first token deposit into a fresh contract (token's balance slot 0 -> nonzero)", c.gas, { goalApplies: false });
     c = await openTok(payerW, payee.address);
     record("open ERC-20", "with allowance, warm contract", c.gas);
 
@@ -219,7 +221,7 @@ async function main() {
           for (const ch of chans) claims.push({ channelId: ch.id, cumulativeAmount: amount, payerSignature: await voucher(ch.acct, ch.id, amount) });
           r = await send(wallets[19], "claimMany", [claims]);
           record("claimMany", `${kind}, ${n} channel(s), ${phase} on each, gas per channel`, Number(r.gasUsed) / n,
-            { channels: n, totalGasUsed: Number(r.gasUsed) });
+            { channels: n, totalGasUsed: Number(r.gasUsed), goalApplies: n === 50 });
           // keep the per-channel figure exact to the gas unit for JSON readers
           rows[rows.length - 1].gasUsed = Math.round(Number(r.gasUsed) / n);
         }
@@ -282,8 +284,18 @@ async function main() {
       ...rows.map((x) => `| ${x.operation} | ${x.scenario} | ${x.gasUsed.toLocaleString("en-US")} | ${x.goal === null ? "" : x.goal.toLocaleString("en-US")} | ${x.withinGoal === null ? "" : x.withinGoal ? "ok" : "MISSED"} |`),
     ];
     console.log(lines.join("\n"));
+    // headline per operation: the worst figure among the rows its goal applies to
+    const summary = {};
+    for (const x of rows) {
+      if (x.goal === null) continue;
+      const prev = summary[x.operation];
+      if (!prev || x.gasUsed > prev.gasUsed) summary[x.operation] = { gasUsed: x.gasUsed, goal: x.goal, withinGoal: x.withinGoal, scenario: x.scenario };
+    }
+    console.log("\nworst case per goal:");
+    for (const [op, x] of Object.entries(summary)) console.log(`  ${op}: ${x.gasUsed.toLocaleString("en-US")} / ${x.goal.toLocaleString("en-US")} ${x.withinGoal ? "ok" : "MISSED"} (${x.scenario})`);
     if (jsonPath) {
       writeFileSync(jsonPath, JSON.stringify({
+        summary,
         contract: "PaymentChannels",
         solc: "0.8.30",
         node: "anvil (native, automine)",
@@ -292,7 +304,6 @@ async function main() {
       }, null, 2) + "\n");
       console.log(`\nwrote ${jsonPath}`);
     }
-    void keccak256;
   } finally {
     killAnvil();
   }
