@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 LUA = HERE / "_bench_wrk.lua"
 WARMUP = 2  # vouchers per connection sent before wrk starts (the first fetches the channel)
-RATE_GUESS = 6_000.0  # payments/s an instance might reach: sizes the pre-signed vouchers
+RATE_GUESS = 3_000.0  # payments/s an instance might reach: sizes the pre-signed vouchers
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -60,7 +60,7 @@ class Plan:
 
 def plan_for(quick: bool) -> Plan:
     if quick:
-        return Plan([8, 64], [1, 2], ["sqlite", "postgres"], 3.0)
+        return Plan([8, 64], [1, 2], ["sqlite", "postgres"], 2.5)
     return Plan([1, 8, 32, 64], [1, 2], ["sqlite", "postgres"], 6.0)
 
 
@@ -86,7 +86,7 @@ def presign(net: Devnet, ids: list[bytes], plan: Plan, root: Path) -> dict[int, 
     dirs: dict[int, Path] = {}
     base = 0
     for c in plan.connections:
-        per_conn = int(min(RATE_GUESS / c, 3_000.0) * plan.duration * 2.0) + WARMUP + 50
+        per_conn = int(min(RATE_GUESS / c, 3_000.0) * plan.duration * 2.0) + WARMUP + 100
         d = root / f"c{c}"
         d.mkdir(parents=True, exist_ok=True)
         for k in range(c):
