@@ -60,7 +60,7 @@ class Plan:
 
 def plan_for(quick: bool) -> Plan:
     if quick:
-        return Plan([8, 64], [1, 2], ["sqlite", "postgres"], 2.5)
+        return Plan([8, 64], [1, 2], ["sqlite", "postgres"], 2.0)
     return Plan([1, 8, 32, 64], [1, 2], ["sqlite", "postgres"], 6.0)
 
 
@@ -201,7 +201,7 @@ def warm_up(url: str, vdir: Path, c: int) -> int:
 
 def run_wrk(wrk: str, url: str, vdir: Path, c: int, seconds: float, *,
             first: int = WARMUP + 1, path: str = "/") -> dict[str, Any]:
-    argv = [wrk, f"-t{c}", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s",
+    argv = [wrk, f"-t{c}", f"-c{c}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
             "-s", str(LUA), url + path, "--", str(vdir), str(first)]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -229,7 +229,7 @@ def run_wrk(wrk: str, url: str, vdir: Path, c: int, seconds: float, *,
 
 def wrk_ceiling(wrk: str, url: str, seconds: float, c: int = 64) -> dict[str, Any]:
     """Plain wrk (no Lua) on a trivial GET: the load generator's own ceiling here."""
-    argv = [wrk, "-t2", f"-c{c}", f"-d{seconds:g}s", url + "/healthz"]
+    argv = [wrk, "-t2", f"-c{c}", f"-d{max(1, round(seconds))}s", url + "/healthz"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, _status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read().decode() if proc.stdout else ""
