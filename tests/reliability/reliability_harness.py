@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -96,8 +97,21 @@ class Service:
     debug_logging: bool = False
     port: int = field(default_factory=free_port)
     name: str = field(default_factory=lambda: f"serve-{uuid.uuid4().hex[:6]}")
+    keep_spare: bool = False
+    """Warm the next process while this one serves (for tests that restart many times)."""
     process: ManagedProcess | None = None
     starts: int = 0
+    _spare: ManagedProcess | None = None
+    _spawned: int = 0
+    _warm_marker: Path | None = None
+
+    def wait_spare(self, timeout: float = 30.0) -> None:
+        """Block until the spare finished its imports (so a kill now restarts quickly)."""
+        deadline = time.monotonic() + timeout
+        while self._spare is not None and self._warm_marker is not None:
+            if self._warm_marker.exists() or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
     @property
     def url(self) -> str:
@@ -107,36 +121,58 @@ class Service:
     def log_path(self) -> Path:
         return self.supervisor.log_dir / f"{self.name}.log"
 
-    def argv(self) -> list[str]:
-        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--workers", str(self.workers)]
-        if self.debug_logging:
-            # The same entry point with the root logger at DEBUG, so every library log line
-            # (ours, uvicorn's, web3's, SQLAlchemy's) reaches the captured log.
-            boot = ("import logging, sys; logging.basicConfig(level=logging.DEBUG); "
-                    "from channel.cli import main; main(sys.argv[1:])")
-            return [sys.executable, "-c", boot, *args]
-        return [str(PIECEWORK_BIN), *args]
+    def argv(self, warm_marker: Path) -> list[str]:
+        """``piecework serve`` behind a boot line that imports everything first, then waits
+        for a newline on stdin: a spare process is warmed while the current one serves, so a
+        restart after ``kill -9`` costs the app's startup, not Python's imports."""
+        boot = (
+            "import logging, sys\n"
+            "import api.main, channel.chain, channel.cli, uvicorn, web3, psycopg, sqlalchemy\n"
+            f"if {self.debug_logging!r}: logging.basicConfig(level=logging.DEBUG)\n"
+            f"open({str(warm_marker)!r}, 'w').close()\n"
+            "sys.stdin.readline()\n"
+            "channel.cli.main(sys.argv[1:])\n"
+        )
+        return [sys.executable, "-c", boot, "serve", "--host", "127.0.0.1",
+                "--port", str(self.port), "--workers", str(self.workers)]
+
+    def _spawn(self) -> ManagedProcess:
+        self._spawned += 1
+        self._warm_marker = self.supervisor.log_dir / f"{self.name}.{self._spawned}.warm"
+        log = self.log_path.open("ab")
+        try:
+            popen = subprocess.Popen(
+                self.argv(self._warm_marker), stdin=subprocess.PIPE, stdout=log,
+                stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True,
+            )
+        finally:
+            log.close()
+        process = ManagedProcess(self.name, popen)
+        self.supervisor.processes.append(process)  # stopped with the supervisor, always
+        return process
 
     def start(self, *, wait: str = "/healthz", timeout: float = 60.0) -> None:
-        popen_cwd = Path.cwd()
-        os.chdir(self.cwd)  # Supervisor.start has no cwd: keep .env/.piecework out of the repo
-        try:
-            self.process = self.supervisor.start(self.name, self.argv(), env=self.env)
-        finally:
-            os.chdir(popen_cwd)
+        """Start serving (the warm spare if there is one) and warm the next spare."""
+        process = self._spare or self._spawn()
+        self._spare = None
+        assert process.popen.stdin is not None
+        process.popen.stdin.write(b"go\n")
+        process.popen.stdin.close()
+        self.process = process
         self.starts += 1
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as http:
             while True:
-                if not self.process.alive():
+                if not process.alive():
                     raise RuntimeError(f"service exited early:\n{self.tail()}")
                 with contextlib.suppress(httpx.HTTPError):
                     if http.get(self.url + wait).status_code == 200:
-                        return
+                        break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"service not ready in {timeout}s:\n{self.tail()}")
-                time.sleep(0.03)
+                time.sleep(0.02)
+        if self.keep_spare:
+            self._spare = self._spawn()
 
     def kill9(self) -> None:
         """SIGKILL the whole process group (master and workers) by its PID, and reap it."""

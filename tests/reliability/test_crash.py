@@ -67,7 +67,7 @@ def _payer_loop(  # noqa: PLR0917 - thread entry point
             response = client.pay(cid, task, amount, cum)
         except httpx.HTTPError:
             counters["transport_errors"] += 1  # the service is down: same voucher again
-            time.sleep(0.02)
+            time.sleep(0.05)
             continue
         if response.status_code == 201:
             acked.append((cum, client.check_receipt(cid, task, cum, response)))
@@ -143,6 +143,7 @@ def _kill_loop(  # noqa: PLR0917 - one scenario, every part named
         t.start()
     try:
         for _ in range(kills):
+            service.wait_spare()
             time.sleep(rnd.uniform(0.05, 0.6))
             service.kill9()
             _check_store(database_url, acked, floor)
@@ -182,7 +183,7 @@ def test_kill9_under_load_loses_no_acknowledged_payment(  # noqa: PLR0917 - fixt
     channels = open_channels(make_client(accounts.payer), accounts.payee.address, scale(6, 16))
     env = service_env(anvil_node.url, deployment.channels, database_url,
                       PIECEWORK_CLAIM_MAX_AGE_SECONDS="0")
-    service = make_service(env)
+    service = make_service(env, keep_spare=True)
     domain = domain_of(deployment)
     _kill_loop(backend, database_url, service, channels,
                lambda: PayClient(service.url, domain, accounts.payer.key.hex(),
