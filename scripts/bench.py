@@ -219,11 +219,19 @@ def section_scaling(res: Results, quick: bool) -> None:
     argv = [PY, str(SCRIPTS / "_bench_scaling.py")] + (["--quick"] if quick else [])
     data = run_json(argv, "_bench_scaling.py")
     res.raw["scaling"] = data
-    first = data["by_channels"][0]["payments_per_s"]
-    for point in data["by_channels"]:
+    # A batch of 64 round-robin payments updates min(channels, 64) channel rows, so below 64
+    # channels a batch is cheaper for a reason unrelated to the store's size: the flatness
+    # baseline is the first level where every batch touches 64 distinct channels.
+    points = data["by_channels"]
+    ref = next((p for p in points if p["channels"] >= 64), points[0])
+    for point in points:
+        below = point["channels"] < ref["channels"]
         res.add("scaling", f"{point['channels']:,} channels: payments/s",
-                point["payments_per_s"], "/s", "1 channel", first,
-                goal="flat (O(1)): >= 0.7 x", met=lambda f: f.ratio >= 0.7)
+                point["payments_per_s"], "/s", f"{ref['channels']:,} channels",
+                ref["payments_per_s"],
+                goal="" if below else "flat (O(1)): >= 0.7 x",
+                met=None if below else (lambda f: f.ratio >= 0.7),
+                note=f"batches update {min(point['channels'], 64)} channel rows" if below else "")
     first_s = data["by_stored"][0]
     for point in data["by_stored"]:
         res.add("scaling", f"{point['stored_payments']:,} stored payments: payments/s",
@@ -479,9 +487,13 @@ def report(res: Results, meta: dict[str, Any], images: list[str]) -> str:
         if section == "http" and "http" in res.raw:
             lines += [f"Load generator: {res.raw['http']['load_generator']}.", ""]
         if section == "scaling":
-            lines += ["In-process `PayeeService.accept_many` (batches of 64) on SQLite; channels "
-                      "are inserted directly into the store as on-chain mirrors, stored-payment "
-                      "levels are filled with synthetic rows of the real shape.", ""]
+            lines += ["In-process `PayeeService.accept_many` (batches of 64, payments round-robin "
+                      "over the channels) on SQLite; channels are inserted directly into the "
+                      "store as on-chain mirrors, stored-payment levels (1,000 channels) are "
+                      "filled with synthetic rows of the real shape. Below 64 channels a batch "
+                      "updates fewer channel rows, so those levels are faster for that reason "
+                      "alone; flatness is judged from 100 channels up. PostgreSQL is not in "
+                      "this section (its in-process and HTTP rates are in 2 and 3).", ""]
         lines += ["| figure | value | baseline | baseline value | ratio | goal | |",
                   "|---|---:|---|---:|---:|---|---|"]
         for f in figs:

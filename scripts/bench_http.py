@@ -45,7 +45,7 @@ from channel.signing import Signer
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 LUA = HERE / "_bench_wrk.lua"
-WARMUP = 2  # vouchers per connection sent before wrk starts (the first fetches the channel)
+WARMUP = 1  # vouchers per connection sent before wrk starts (the first fetches the channel)
 RATE_GUESS = 3_000.0  # payments/s an instance might reach: sizes the pre-signed vouchers
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
