@@ -159,7 +159,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` under uvicorn in a thread on a free loopback port; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on", limit_concurrency=1000)
+                            lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -182,8 +182,11 @@ def test_fifty_racing_payers_on_one_channel_never_double_count(
         assert http.get(f"/v1/channels/{hx(cid)}").status_code == 200
 
         def payer(i: int) -> dict[str, str]:
-            start.wait()
-            return _pay_until_accepted(http, twin, cid, f"t{i}", amounts[i])
+            # One client per payer, as separate payers have (one shared by 50 threads once
+            # failed with a ReadError inside httpx's pool).
+            with httpx.Client(base_url=url, timeout=30) as own:
+                start.wait()
+                return _pay_until_accepted(own, twin, cid, f"t{i}", amounts[i])
 
         with ThreadPoolExecutor(len(amounts)) as pool:
             receipts = list(pool.map(payer, range(len(amounts))))
@@ -216,11 +219,12 @@ def test_fifty_payers_on_fifty_channels(db_url: str) -> None:
 
         def payer(i: int) -> int:
             cid, total = channels[i], 0
-            for n in range(rounds):
-                total += n + 1
-                body = twin.body(cid, f"t{n}", n + 1, total, payers[i])
-                response = http.post(f"/v1/channels/{hx(cid)}/payments", json=body)
-                assert response.status_code == 201, response.text
+            with httpx.Client(base_url=url, timeout=30) as own:
+                for n in range(rounds):
+                    total += n + 1
+                    body = twin.body(cid, f"t{n}", n + 1, total, payers[i])
+                    response = own.post(f"/v1/channels/{hx(cid)}/payments", json=body)
+                    assert response.status_code == 201, response.text
             return total
 
         with ThreadPoolExecutor(50) as pool:
