@@ -386,6 +386,7 @@ def plots(res: Results, out: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.ticker  # noqa: PLC0415
 
     made = []
     http = res.raw.get("http")
@@ -443,6 +444,7 @@ def plots(res: Results, out: Path) -> list[str]:
         a2.plot(xs, [p["payments_per_s"] for p in scaling["by_stored"]], marker="o",
                 label="payments/s")
         a2.set_xscale("log")
+        a2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         a2.set_ylim(bottom=0)
         a2.set_xlabel("stored payments")
         a2.set_ylabel("payments / s")
