@@ -507,6 +507,15 @@ class ChainClient:
             lambda: self._call("nonce", lambda: self.w3.eth.get_transaction_count(addr, "pending"))
         )
 
+    def resync_nonce(self) -> None:
+        """Forget the local nonce: the next transaction re-reads the node's pending count.
+
+        Needed after a reorg dropped transactions of ours: the cached nonce is then ahead of
+        the chain and every new transaction would wait in the pool behind a nonce gap.
+        """
+        if self._nonces is not None:
+            self._nonces.resync()
+
     def with_account(self, account: LocalAccount) -> ChainClient:
         """A client for the same contract and options signing as another account."""
         return dataclasses.replace(self, account=account)
@@ -954,15 +963,19 @@ class ChainClient:
         """A mined revert: replay it at its block to learn the error name (not retried)."""
         block = int(receipt["blockNumber"])
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
-        try:
-            with _rpc("eth_call " + what, self.url):
-                self.w3.eth.call(cast(Any, call), block_identifier=block - 1)
-        except ContractLogicError as exc:
-            raw = _revert_data(exc)
-            if raw is not None:
-                return decoder.decode(raw)
-        except (ChainError, Web3RPCError):
-            pass
+        # Before the block first; if it passed there, a transaction earlier in the same block
+        # changed the state (e.g. the payer's cooperativeClose raced our claim): replaying on
+        # the block's final state names that error instead of a bare "Reverted".
+        for at in (block - 1, block):
+            try:
+                with _rpc("eth_call " + what, self.url):
+                    self.w3.eth.call(cast(Any, call), block_identifier=at)
+            except ContractLogicError as exc:
+                raw = _revert_data(exc)
+                if raw is not None:
+                    return decoder.decode(raw)
+            except (ChainError, Web3RPCError):
+                pass
         return ContractRevert(
             "Reverted", (),
             f"{what} reverted in block {block} (tx 0x{bytes(receipt['transactionHash']).hex()})")

@@ -202,6 +202,9 @@ class Watcher:
             return False, number + 1
         back = max(self.start_block, number - self.rewind_depth)
         self._say(f"reorg: block {number} changed hash; re-processing from block {back}")
+        # Our own transactions may have been dropped with the old blocks: a cached nonce past
+        # them would park every later claim behind a nonce gap, defences included.
+        self.chain.resync_nonce()
         # Anything we sent and saw mined may have been dropped with the old blocks.
         self._attempted = {
             cid: (amount, mined) for cid, (amount, mined) in self._attempted.items()
@@ -296,8 +299,9 @@ class Watcher:
             return True  # reverted with this voucher: do not loop on it
         if mined <= safe_block:
             # The mirror already reflects that block: if claimed is still low the transaction
-            # did not stick (reorg), so it may be sent again.
+            # did not stick (reorg), so it may be sent again, from the node's nonce.
             del self._attempted[ch.channel_id]
+            self.chain.resync_nonce()
             return False
         return True
 
@@ -356,7 +360,9 @@ class Watcher:
             self._refresh(ids)
             return SentTx(kind, ids, amounts, False, error=str(exc))
         except ChainError as exc:
-            # Timeout / node trouble: the transaction may still land; the next poll re-reads.
+            # Timeout / node trouble: the transaction may still land; the next poll re-reads,
+            # and sends from the node's nonce (a dropped one must not leave a gap).
+            self.chain.resync_nonce()
             self.store.update_transaction(tx_id, status="failed", last_error=str(exc)[:2000])
             self._say(f"{kind} for {_ids(ids)} failed: {exc}")
             return SentTx(kind, ids, amounts, False, error=str(exc))
