@@ -408,7 +408,10 @@ class PayeeService:
         """``(cumulative_amount, payee signature)`` of ``CloseConsent`` for the latest voucher.
 
         With it the payer (or anyone) can ``cooperativeClose`` at the amount we hold a voucher
-        for. Raises ``UnknownChannel`` for channels we never saw or that are not ours.
+        for, so the amount is frozen first: the channel accepts no payment after a consent
+        (``ChannelNotOpen``), otherwise a payer could close at the consented amount and leave
+        every later receipt unpaid. Asking again returns a consent for the same amount.
+        Raises ``UnknownChannel`` for channels we never saw or that are not ours.
         """
         state = self.latest(channel_id)
         if state.payee != self._payee_address:
@@ -416,6 +419,7 @@ class PayeeService:
                 f"channel 0x{state.channel_id.hex()} is not this service's",
                 channel="0x" + state.channel_id.hex(),
             )
+        state = self.store.consent_to_close(state.channel_id)
         consent = CloseConsent(state.channel_id, state.accepted)
         return state.accepted, self.signer.sign(self.domain, consent)
 

@@ -118,6 +118,9 @@ class PayeeChannelState:
     """Cumulative amount of the latest accepted voucher."""
     voucher_signature: bytes | None = None
     """The payer's signature over ``Voucher(channel_id, accepted)``; None before any payment."""
+    close_consented: bool = False
+    """The payee signed a ``CloseConsent`` for ``accepted``: the amount is final from then on,
+    since the payer may close at it any time and a later voucher would never be paid."""
 
     @classmethod
     def from_onchain(cls, ch: OnchainChannel) -> PayeeChannelState:
@@ -406,6 +409,14 @@ def _payee_payment(
             f"channel {channel} is {state.status.name.lower()}, not open",
             channel=channel,
             status=state.status.name.lower(),
+            closes_at=state.closes_at,
+        )
+    if state.close_consented:
+        raise ChannelNotOpen(
+            f"channel {channel} is closing: the payee consented to close it at "
+            f"{state.accepted}",
+            channel=channel,
+            status="close_consented",
             closes_at=state.closes_at,
         )
     if state.challenge_period < rules.min_challenge_period:

@@ -132,6 +132,7 @@ class ChannelRow(_Base, table=True):
     status: int
     accepted: int = Field(sa_type=U256)
     voucher_signature: str | None = Field(default=None, max_length=132)
+    close_consented: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     updated_at: float
 
 
@@ -340,6 +341,8 @@ _CAS_UPDATE = (
     .where(
         _channels.c.channel_id == sa.bindparam("cid"),
         _channels.c.accepted == sa.bindparam("prev", type_=U256()),
+        # A close consent makes the accepted amount final (see PayeeStore.consent_to_close).
+        _channels.c.close_consented.is_(sa.false()),
     )
     .values(
         accepted=sa.bindparam("new", type_=U256()),
@@ -364,6 +367,7 @@ def _state_from_row(row: Any) -> PayeeChannelState:
         status=ChannelStatus(row.status),
         accepted=row.accepted,
         voucher_signature=bytes.fromhex(sig[2:]) if sig else None,
+        close_consented=bool(row.close_consented),
     )
 
 
@@ -491,6 +495,29 @@ class PayeeStore:
         if state is None:  # pragma: no cover - we just wrote it
             raise StoreError(f"channel {cid} vanished after upsert")
         return state
+
+    def consent_to_close(self, channel_id: bytes) -> PayeeChannelState:
+        """Freeze the channel's accepted amount for a ``CloseConsent`` and return the state.
+
+        After this no payment can commit on the channel (the compare-and-set requires
+        ``close_consented`` to be false), so the amount the consent is signed for is the last
+        one the payee will ever accept: a payer closing with it cannot leave later receipts
+        unpaid. The flag is set and read in one transaction, serialized with payments.
+        """
+        cid = _hex(channel_id)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    _channels.update()
+                    .where(_channels.c.channel_id == cid)
+                    .values(close_consented=True)
+                )
+                row = conn.execute(_SELECT_CHANNEL, {"cid": cid}).first()
+        except OperationalError as exc:
+            raise StoreError(f"database refused the close consent: {exc.orig}") from exc
+        if row is None:
+            raise StoreError(f"channel {cid} is not stored")
+        return _state_from_row(row)
 
     # --- the hot path --------------------------------------------------------------------
 

@@ -57,6 +57,12 @@ def test_pay_receipt_and_close_flow(twin: Twin) -> None:
     assert consent.json()["cumulative_amount"] == "60"
     assert consent_signer(domain, cid, consent.json()) == twin.payee.address
 
+    # The consent makes 60 final: a later voucher is refused rather than receipted unpaid.
+    late = twin.pay(cid, "task-late", 5, 65)
+    assert late.status_code == 409
+    assert late.json()["code"] == "channel_not_open"
+    assert twin.client.post(f"/v1/channels/{hx(cid)}/close").json()["cumulative_amount"] == "60"
+
 
 def test_same_task_and_voucher_again_returns_the_same_receipt(twin: Twin) -> None:
     cid = twin.open()

@@ -27,8 +27,8 @@ from channel.errors import (
 from channel.messages import CloseConsent, Receipt, Voucher, task_id_hash
 from channel.payee import GroupCommitter, InMemoryChannelSource, PayeeService, PaymentRequest
 from channel.signing import Signer, recover
-from channel.state import ChannelStatus
-from channel.store import PayeeStore, make_engine, migrate
+from channel.state import ChannelStatus, PaymentAccepted
+from channel.store import PayeeStore, PendingPayment, make_engine, migrate
 
 CID = b"\xc1" * 32
 PAYER_SIGNER = Signer(PAYER_KEY)
@@ -140,6 +140,30 @@ def test_close_consent_is_for_the_latest_voucher(service: PayeeService) -> None:
     assert recover(DOMAIN, CloseConsent(CID, 30), signature) == PAYEE
     with pytest.raises(UnknownChannel):
         service.close_consent(b"\x09" * 32)
+
+
+def test_close_consent_freezes_the_accepted_amount(service: PayeeService) -> None:
+    # A payer holding a consent for 30 could close at 30 any time: accepting a voucher for 40
+    # afterwards would hand out a receipt that is never paid.
+    service.accept(CID, "a", 30, 30, sig(30), now=1)
+    assert service.close_consent(CID)[0] == 30
+    with pytest.raises(ChannelNotOpen, match="consented to close it at 30"):
+        service.accept(CID, "b", 10, 40, sig(40), now=1)
+    # A retry of an already-receipted task still gets its receipt; the consent stays at 30.
+    assert service.accept(CID, "a", 30, 30, sig(30), now=1).cumulative_amount == 30
+    assert service.close_consent(CID)[0] == 30
+    assert service.latest(CID).accepted == 30
+
+
+def test_close_consent_freezes_payments_decided_before_it(service: PayeeService) -> None:
+    # A payment verified before the consent but committed after it must lose the race.
+    service.accept(CID, "a", 30, 30, sig(30), now=1)
+    state, stored = service.store.load(CID, task_id_hash("b"))
+    service.close_consent(CID)
+    assert state is not None and stored is None
+    event = PaymentAccepted(CID, task_id_hash("b"), 10, 30, 40, sig(40))
+    assert service.store.accept_payment(PendingPayment(event, "b", b"\x01" * 65)) is False
+    assert service.latest(CID).accepted == 30
 
 
 def test_group_committer_under_threads(
