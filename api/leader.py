@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import threading
@@ -26,14 +27,30 @@ __all__ = [
     "LeaderElector",
     "Lock",
     "PgAdvisoryLock",
+    "advisory_key",
     "lock_for_database",
     "migration_lock",
 ]
 
 log = logging.getLogger(__name__)
 
-# An arbitrary fixed 64-bit key: "piecewrk" in ASCII. Every worker must use the same one.
+# The base of every advisory key: "piecewrk" in ASCII.
 ADVISORY_KEY: Final = int.from_bytes(b"piecewrk", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def advisory_key(db_url: str, purpose: str = "watcher") -> int:
+    """The advisory-lock key for one deployment: every worker on ``db_url`` computes the same.
+
+    Advisory locks are scoped to a database, not a schema, so two deployments sharing one
+    database in different schemas (``options=-csearch_path=...``) would otherwise elect one
+    watcher between them and leave the other unwatched. The key therefore hashes the
+    connection options (the schema) with the purpose; host and credentials are left out so
+    replicas that reach the database by different addresses still agree.
+    """
+    url = make_url(db_url)
+    scope = f"{purpose}|{url.database}|{url.query.get('options', '')}"
+    digest = hashlib.blake2b(scope.encode(), digest_size=8).digest()
+    return (ADVISORY_KEY ^ int.from_bytes(digest, "big")) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class Lock(Protocol):
@@ -45,10 +62,10 @@ class Lock(Protocol):
 class PgAdvisoryLock:
     """A session-level advisory lock held on its own connection (never a pooled one)."""
 
-    def __init__(self, url: str, key: int = ADVISORY_KEY) -> None:
+    def __init__(self, url: str, key: int | None = None) -> None:
         # SQLAlchemy URLs carry a driver (``postgresql+psycopg://``); libpq wants it without.
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._key = key
+        self._key = advisory_key(url) if key is None else key
         self._conn: Any = None
 
     def try_acquire(self) -> bool:
@@ -221,11 +238,13 @@ def migration_lock(db_url: str) -> Iterator[None]:
 
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_KEY - 1,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (advisory_key(db_url, "migrate"),))
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY - 1,))
+                conn.execute(
+                    "SELECT pg_advisory_unlock(%s)", (advisory_key(db_url, "migrate"),)
+                )
         return
     database = url.database or ""
     if backend != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):

@@ -21,7 +21,7 @@ import pytest
 from conftest import AUTH, TOKEN, free_port, hx
 from piecework_testnode import Accounts, Deployment, Node, stop_process
 
-from api.leader import ADVISORY_KEY
+from api.leader import advisory_key
 from channel.chain import ChainClient
 from channel.messages import Domain, Voucher
 from channel.signing import Signer
@@ -75,8 +75,9 @@ def _advisory_holders(db_url: str) -> int:
     with psycopg.connect(libpq, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND ((classid::bigint << 32) | objid::bigint) = %s",
-            (ADVISORY_KEY,),
+            "AND ((classid::bigint << 32) | objid::bigint) = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (advisory_key(db_url),),
         ).fetchone()
     return int(row[0]) if row else 0
 
