@@ -266,11 +266,11 @@ def _check_message(channel_id: object, amount: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Voucher:
-    """Signed by the payer: the channel may pay the payee up to ``cumulative_amount`` in total."""
+class _ChannelAmount:
+    """What Voucher and CloseConsent share: ``(bytes32 channelId, uint256 cumulativeAmount)``."""
 
-    TYPE: ClassVar[str] = VOUCHER_TYPE
-    TYPE_HASH: ClassVar[bytes] = keccak(VOUCHER_TYPE.encode())
+    TYPE: ClassVar[str]
+    TYPE_HASH: ClassVar[bytes]
 
     channel_id: bytes
     cumulative_amount: int
@@ -288,6 +288,14 @@ class Voucher:
             "channelId": "0x" + self.channel_id.hex(),
             "cumulativeAmount": self.cumulative_amount,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher(_ChannelAmount):
+    """Signed by the payer: the channel may pay the payee up to ``cumulative_amount`` in total."""
+
+    TYPE: ClassVar[str] = VOUCHER_TYPE
+    TYPE_HASH: ClassVar[bytes] = keccak(VOUCHER_TYPE.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,28 +336,11 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
-class CloseConsent:
+class CloseConsent(_ChannelAmount):
     """Signed by the payee: it agrees to close the channel now at ``cumulative_amount``."""
 
     TYPE: ClassVar[str] = CLOSE_CONSENT_TYPE
     TYPE_HASH: ClassVar[bytes] = keccak(CLOSE_CONSENT_TYPE.encode())
-
-    channel_id: bytes
-    cumulative_amount: int
-
-    def __post_init__(self) -> None:
-        _check_message(self.channel_id, self.cumulative_amount)
-
-    def struct_hash(self) -> bytes:
-        return bytes(
-            keccak(self.TYPE_HASH + self.channel_id + self.cumulative_amount.to_bytes(32, "big"))
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "channelId": "0x" + self.channel_id.hex(),
-            "cumulativeAmount": self.cumulative_amount,
-        }
 
 
 Message = Voucher | Receipt | CloseConsent
