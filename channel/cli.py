@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +37,6 @@ from channel.errors import (
 __all__ = ["cli", "main"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-_ANVIL_REL = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 err_console = Console(stderr=True)
@@ -197,64 +193,32 @@ def cli(  # noqa: PLR0917 - click passes options by keyword
 # --- local node ----------------------------------------------------------------------------------
 
 
-def find_anvil() -> Path:
-    for base in (Path.cwd(), _REPO_ROOT):
-        if (base / _ANVIL_REL).is_file():
-            return base / _ANVIL_REL
-    found = shutil.which("anvil")
-    if found:
-        return Path(found)
-    raise ConfigError(f"anvil not found at {_ANVIL_REL} or on PATH: run `npm ci`")
-
-
 @cli.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=8545, show_default=True)
 @click.option("--chain-id", type=int, default=31337, show_default=True)
 @click.option("--block-time", type=int, default=None, help="Seconds per block (default: automine).")
 def node(port: int, chain_id: int, block_time: int | None) -> None:
     """Run a local anvil node on 127.0.0.1 until Ctrl-C."""
-    binary = find_anvil()
-    args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
-    if block_time:
-        args += ["--block-time", str(block_time)]
+    from channel.devnet import Supervisor
+
     # Ctrl-C must work even when started in the background of a script (SIGINT ignored
-    # there), and SIGTERM must not orphan anvil: both end in the `finally` below.
+    # there), and SIGTERM must not orphan anvil: the Supervisor stops it by PID on both.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_node(url, proc)
-        click.echo(url)
-        err_console.print(f"anvil (pid {proc.pid}) listening on {url}; Ctrl-C stops it")
-        proc.wait()
-        if proc.returncode not in (0, -signal.SIGTERM):
-            raise ConfigError(f"anvil exited with code {proc.returncode}")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _wait_for_node(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    from channel.chain import connect
-
-    w3 = connect(url, timeout=1.0)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ConfigError(f"anvil exited with code {proc.returncode} (port in use?)")
+    extra = ["--block-time", str(block_time)] if block_time else []
+    with Supervisor(Path(".piecework") / "logs") as sup:
         try:
-            w3.eth.chain_id  # noqa: B018 - the call is the readiness probe
+            try:
+                url, _ = sup.start_anvil(port, chain_id, extra)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (port {port} in use?)") from None
+            anvil = sup.processes[-1]
+            click.echo(url)
+            err_console.print(f"anvil (pid {anvil.pid}) listening on {url}; Ctrl-C stops it")
+            code = anvil.popen.wait()
+        except KeyboardInterrupt:  # Ctrl-C at any moment: the Supervisor stops anvil
             return
-        except Exception:
-            time.sleep(0.05)
-    raise ConfigError(f"anvil did not answer on {url} within {timeout:.0f}s")
+        if code not in (0, -signal.SIGTERM):
+            raise ConfigError(f"anvil exited with code {code}")
 
 
 # --- deploy --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,7 +50,10 @@ def find_anvil() -> Path:
         candidate = base / ANVIL_RELATIVE_PATH
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"anvil not found at {ANVIL_RELATIVE_PATH}: run `npm ci`")
+    found = shutil.which("anvil")
+    if found:
+        return Path(found)
+    raise ConfigError(f"anvil not found at {ANVIL_RELATIVE_PATH} or on PATH: run `npm ci`")
 
 
 def wait_until(
@@ -133,11 +137,13 @@ class Supervisor:
         self.processes.append(process)
         return process
 
-    def start_anvil(self, port: int | None = None, chain_id: int = 31337) -> tuple[str, int]:
+    def start_anvil(
+        self, port: int | None = None, chain_id: int = 31337, extra: Sequence[str] = ()
+    ) -> tuple[str, int]:
         """Start anvil on 127.0.0.1; returns its URL and port once it answers JSON-RPC."""
         port = port or free_port()
         argv = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port),
-                "--chain-id", str(chain_id), "--silent"]
+                "--chain-id", str(chain_id), "--silent", *extra]
         process = self.start("anvil", argv)
         url = f"http://127.0.0.1:{port}"
         payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}

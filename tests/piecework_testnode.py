@@ -6,7 +6,6 @@ Kept out of conftest.py so test modules can import them (``from piecework_testno
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,8 +16,10 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from channel.devnet import find_anvil, free_port
+from channel.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ANVIL_BIN = REPO_ROOT / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHAIN_ID = 31337
 
@@ -64,12 +65,6 @@ class Deployment:
     stablecoin: str  # TestStablecoin address (6 decimals, permit, public mint)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 1}))
     deadline = time.monotonic() + timeout
@@ -85,11 +80,13 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.0) 
 
 def start_anvil(port: int | None = None, *extra: str) -> tuple[Node, subprocess.Popen[bytes]]:
     """Start the native anvil binary (not the node wrapper, whose kill leaves anvil running)."""
-    if not ANVIL_BIN.is_file():
-        pytest.fail(f"{ANVIL_BIN} missing: run `npm ci` first")
+    try:
+        binary = find_anvil()
+    except ConfigError as exc:
+        pytest.fail(str(exc))
     port = port or free_port()
     proc = subprocess.Popen(
-        [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(port),
+        [str(binary), "--host", "127.0.0.1", "--port", str(port),
          "--chain-id", str(CHAIN_ID), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
