@@ -127,7 +127,7 @@ def test_concurrent_payers_reconcile_to_the_unit(  # noqa: PLR0917 - fixtures
     else:
         database_url = request.getfixturevalue("pg_sqlalchemy_url")
     count = 1 if shape == "one-channel" else scale(100, 1000)
-    per_payer = scale(3, 40) if shape == "one-channel" else max(1, 2 * count // PAYERS)
+    per_payer = scale(2, 40) if shape == "one-channel" else max(1, 2 * count // PAYERS)
     channels = open_channels(make_client(accounts.payer), accounts.payee.address, count)
     service = make_service(
         service_env(anvil_node.url, deployment.channels, database_url,
