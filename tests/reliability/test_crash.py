@@ -177,7 +177,7 @@ def test_kill9_under_load_loses_no_acknowledged_payment(  # noqa: PLR0917 - fixt
 ) -> None:
     if backend == "sqlite":
         database_url = f"sqlite:///{tmp_path / 'crash.db'}"
-        kills = scale(14, 60)
+        kills = scale(12, 60)
     else:
         database_url = request.getfixturevalue("pg_sqlalchemy_url")
         kills = scale(8, 40)
