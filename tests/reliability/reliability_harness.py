@@ -36,7 +36,6 @@ from channel.signing import Signer, recover
 from channel.store import PayeeStore, make_engine
 
 LONG = os.environ.get("PIECEWORK_LONG_TESTS") == "1"
-long_only = pytest.mark.skipif(not LONG, reason="long variant: set PIECEWORK_LONG_TESTS=1")
 TOKEN = "reliability-operator-token-7f3a9c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PAYEE_KEY = ANVIL_KEYS[2]
@@ -287,7 +286,6 @@ __all__ = [
     "Service",
     "domain_of",
     "hx",
-    "long_only",
     "open_channels",
     "record",
     "scale",
