@@ -206,8 +206,7 @@ class Payer:
                 channel=_hex(channel_id), status=ch.status.name.lower())
         latest = self.store.latest_voucher(channel_id)
         signed = latest[0] if latest else 0
-        receipted = max((int(r["cumulative_amount"]) for r in self.store.receipts(channel_id)),
-                        default=0)
+        receipted = self.store.latest_receipt_amount(channel_id)
         # A voucher we signed but never got a receipt for (crash, timeout): ask the service
         # where it stands before extending anything.
         base = self.resync(service_url, channel_id) if signed > receipted else signed

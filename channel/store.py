@@ -140,10 +140,15 @@ class PaymentRow(_Base, table=True):
     """One accepted payment: the voucher that paid it and the receipt we returned."""
 
     __tablename__ = "payments"
-    __table_args__ = (sa.UniqueConstraint("channel_id", "task_hash", name="uq_payment_task"),)
+    __table_args__ = (
+        sa.UniqueConstraint("channel_id", "task_hash", name="uq_payment_task"),
+        # Serves "payments of a channel" and "its oldest unclaimed one" (a range seek on the
+        # cumulative amount), so the watcher's claim policy stays O(unclaimed) per channel.
+        sa.Index("ix_payments_channel_cumulative", "channel_id", "cumulative_amount"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    channel_id: str = Field(max_length=66, foreign_key="channels.channel_id", index=True)
+    channel_id: str = Field(max_length=66, foreign_key="channels.channel_id")
     task_id: str = Field(max_length=1024)
     task_hash: str = Field(max_length=66)
     amount: int = Field(sa_type=U256)
@@ -450,6 +455,16 @@ class PayeeStore:
         with self.engine.connect() as conn:
             return [_state_from_row(r) for r in conn.execute(sa.select(_channels))]
 
+    def oldest_unclaimed_at(self, channel_id: bytes, claimed: int) -> float | None:
+        """When the oldest payment not yet covered by ``claimed`` was accepted, or None."""
+        query = sa.select(sa.func.min(_payments.c.created_at)).where(
+            _payments.c.channel_id == _hex(channel_id),
+            _payments.c.cumulative_amount > claimed,
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        return None if value is None else float(value)
+
     # --- chain mirror --------------------------------------------------------------------
 
     def upsert_channel(self, ch: OnchainChannel, now: float | None = None) -> PayeeChannelState:
@@ -724,6 +739,15 @@ class PayerStore:
                 )
         except IntegrityError:
             pass  # the same receipt again
+
+    def latest_receipt_amount(self, channel_id: bytes) -> int:
+        """The highest cumulative amount the payee has receipted on this channel (0 if none)."""
+        query = sa.select(sa.func.max(_payer_receipts.c.cumulative_amount)).where(
+            _payer_receipts.c.channel_id == _hex(channel_id)
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        return 0 if value is None else int(value)
 
     def receipts(self, channel_id: bytes) -> list[dict[str, Any]]:
         query = (

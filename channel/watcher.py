@@ -308,11 +308,7 @@ class Watcher:
     def _due(self, ch: PayeeChannelState, payable: int) -> bool:
         if payable >= self.policy.threshold(ch.token):
             return True
-        oldest = next(
-            (p.created_at for p in self.store.payments(ch.channel_id)
-             if p.cumulative_amount > ch.claimed),
-            None,
-        )
+        oldest = self.store.oldest_unclaimed_at(ch.channel_id, ch.claimed)
         return oldest is not None and self.clock() - oldest >= self.policy.max_age
 
     def _defend(self, ch: PayeeChannelState, sig: bytes) -> SentTx:

@@ -266,6 +266,29 @@ def test_payer_store(engine: Engine) -> None:
         )
     (receipt,) = payer.receipts(CID)
     assert receipt["cumulative_amount"] == MAX_UINT256
+    assert payer.latest_receipt_amount(CID) == MAX_UINT256
+    assert payer.latest_receipt_amount(b"\x0f" * 32) == 0
+
+
+def test_latest_receipt_amount_is_numeric_not_textual(engine: Engine) -> None:
+    # 9 < 10 < 2**200: compared as numbers on both backends (text must not sort "9" > "10").
+    payer = PayerStore(engine)
+    for i, amount in enumerate([9, 10, 2**200]):
+        payer.record_receipt(CID, task_id=f"t{i}", task_hash=bytes([i]) * 32, amount=1,
+                             cumulative_amount=amount, receipt_signature=b"\x05" * 65)
+    assert payer.latest_receipt_amount(CID) == 2**200
+
+
+def test_oldest_unclaimed_at(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    assert store.oldest_unclaimed_at(CID, 0) is None
+    assert store.accept_payments([pending(0, 9, task=1)], now=100.0)
+    assert store.accept_payments([pending(9, 10, task=2)], now=200.0)
+    assert store.accept_payments([pending(10, 2**200, task=3)], now=300.0)
+    assert store.oldest_unclaimed_at(CID, 0) == 100.0
+    assert store.oldest_unclaimed_at(CID, 9) == 200.0
+    assert store.oldest_unclaimed_at(CID, 10) == 300.0
+    assert store.oldest_unclaimed_at(CID, 2**200) is None
 
 
 # --- helpers -------------------------------------------------------------------------------------
