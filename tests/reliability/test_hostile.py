@@ -3,6 +3,8 @@ requests and a bounded schemathesis run over every operation of /openapi.json.
 
 Every refusal must be ``application/problem+json`` with a ``code`` and the right status, and
 nothing may be stored for it: the channel's accepted amount is checked after the table.
+The whole table runs in one test against one service start (a subprocess per case would cost
+seconds each); every mismatch is collected with its case name and reported together.
 """
 
 from __future__ import annotations
@@ -135,8 +137,7 @@ CASES = [
          lambda c: (f"/v1/channels/{hx(c.cid)}/payments", {"content-type": "application/json"},
                     b'{"task_id": ')),
     Case("channel id of 2 bytes", 422, ("invalid_bytes32", "validation_error"),
-         lambda c: _pay(c)[0:0] + _json("/v1/channels/0x1234/payments",
-                                        json.loads(_pay(c)[2]))),
+         lambda c: _json("/v1/channels/0x1234/payments", json.loads(_pay(c)[2]))),
     Case("channel id of 33 bytes", 422, ("invalid_bytes32", "validation_error"),
          lambda c: _json(f"/v1/channels/{hx(c.cid)}ab/payments", json.loads(_pay(c)[2]))),
     Case("channel id without 0x", 422, ("invalid_bytes32", "validation_error"),
