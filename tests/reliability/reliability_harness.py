@@ -265,6 +265,16 @@ class PayClient:
         self.http.close()
 
 
+def assert_payer_signed(state: Any, domain: Domain, payer: str) -> None:
+    """The stored latest voucher is the payer's signature over exactly the stored amount:
+    what a claim would pay out is what was signed."""
+    if state is None or state.accepted == 0:
+        return
+    assert state.voucher_signature is not None
+    signer = recover(domain, Voucher(state.channel_id, state.accepted), state.voucher_signature)
+    assert signer == payer, (hx(state.channel_id), state.accepted, signer)
+
+
 def open_channels(
     client: ChainClient, payee: str, count: int, *, deposit: int = 10**18, period: int = 3600
 ) -> list[bytes]:
@@ -284,6 +294,7 @@ __all__ = [
     "Accounts",
     "PayClient",
     "Service",
+    "assert_payer_signed",
     "domain_of",
     "hx",
     "open_channels",

@@ -30,6 +30,7 @@ from piecework_testnode import Accounts, Deployment, Node
 from reliability_harness import (
     PayClient,
     Service,
+    assert_payer_signed,
     domain_of,
     hx,
     open_channels,
@@ -40,7 +41,7 @@ from reliability_harness import (
 )
 
 from channel.chain import ChainClient
-from channel.messages import Voucher
+from channel.messages import Domain, Voucher
 from channel.payer import Payer, open_payer_store
 from channel.signing import Signer
 
@@ -102,7 +103,7 @@ def _check_store(
         store.engine.dispose()
 
 
-def _reconcile(database_url: str, channels: list[bytes]) -> int:
+def _reconcile(database_url: str, channels: list[bytes], domain: Domain, payer: str) -> int:
     store = store_for(database_url)
     try:
         total = 0
@@ -111,6 +112,7 @@ def _reconcile(database_url: str, channels: list[bytes]) -> int:
             payments = store.payments(cid)
             accepted = state.accepted if state is not None else 0
             assert sum(p.amount for p in payments) == accepted
+            assert_payer_signed(state, domain, payer)
             running = 0
             for p in sorted(payments, key=lambda p: p.cumulative_amount):
                 running += p.amount
@@ -161,7 +163,7 @@ def _kill_loop(  # noqa: PLR0917 - one scenario, every part named
             c.close()
     assert not errors, errors[:5]
     _check_store(database_url, acked, floor)
-    rows = _reconcile(database_url, channels)
+    rows = _reconcile(database_url, channels, clients[0].domain, clients[0].signer.address)
     assert counters["acked"] > kills  # payments really flowed between the kills
     record(f"crash/{label}", kills=kills, payers=len(channels), acked=counters["acked"],
            stored_rows=rows, transport_errors=counters["transport_errors"],

@@ -22,6 +22,7 @@ from piecework_testnode import Accounts, Deployment, Node
 from reliability_harness import (
     PayClient,
     Service,
+    assert_payer_signed,
     domain_of,
     hx,
     open_channels,
@@ -32,6 +33,7 @@ from reliability_harness import (
 )
 
 from channel.chain import ChainClient
+from channel.messages import Domain
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +92,10 @@ def _race(client_for: Callable[[], PayClient], channels: list[bytes], per_payer:
     return acked, counters
 
 
-def _reconcile(database_url: str, acked: dict[bytes, list[tuple[str, int, int, bytes]]]) -> int:
+def _reconcile(
+    database_url: str, acked: dict[bytes, list[tuple[str, int, int, bytes]]], domain: Domain,
+    payer: str,
+) -> int:
     store = store_for(database_url)
     try:
         units = 0
@@ -98,6 +103,7 @@ def _reconcile(database_url: str, acked: dict[bytes, list[tuple[str, int, int, b
             state = store.channel(cid)
             stored = state.accepted if state is not None else 0
             assert sum(a for _, a, _, _ in receipts) == stored, hx(cid)
+            assert_payer_signed(state, domain, payer)
             cumulatives = [c for _, _, c, _ in receipts]
             assert len(set(cumulatives)) == len(cumulatives), f"double count on {hx(cid)}"
             rows = {p.cumulative_amount: (p.task_id, p.receipt_signature)
@@ -142,7 +148,7 @@ def test_concurrent_payers_reconcile_to_the_unit(  # noqa: PLR0917 - fixtures
                           timeout=30.0),
         channels, per_payer)
     seconds = time.monotonic() - started
-    units = _reconcile(database_url, acked)
+    units = _reconcile(database_url, acked, domain, accounts.payer.address)
     assert counters["201"] == PAYERS * per_payer
     record(f"race/{shape}/{backend}x{workers}", payers=PAYERS, channels=count,
            acknowledged=counters["201"], stale_409=counters["409"], other=counters["other"],
