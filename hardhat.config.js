@@ -11,16 +11,24 @@ const soljson = require.resolve("solc/soljson.js");
 // CI keeps the fuzz/invariant budget bounded; PIECEWORK_FUZZ_PROFILE=deep runs >= 100k calls.
 const deep = process.env.PIECEWORK_FUZZ_PROFILE === "deep";
 
+// One compiler configuration for every build profile. Hardhat builds with the `production`
+// profile for Ignition deployments; left implicit, that profile compiles with its own defaults
+// (optimizer runs 200, no viaIR) and overwrites artifacts/ with bytecode that is neither the one
+// tested nor the one in the gas table.
+const compiler = {
+  version: SOLC_VERSION,
+  path: soljson,
+  settings: {
+    optimizer: { enabled: true, runs: 1_000_000 },
+    evmVersion: "cancun",
+    viaIR: true,
+  },
+};
+
 export default {
   plugins: [hardhatIgnition],
   solidity: {
-    version: SOLC_VERSION,
-    path: soljson,
-    settings: {
-      optimizer: { enabled: true, runs: 1_000_000 },
-      evmVersion: "cancun",
-      viaIR: true,
-    },
+    profiles: { default: compiler, production: compiler },
   },
   test: {
     solidity: {
