@@ -247,7 +247,13 @@ def _sqlite_begin(conn: Connection) -> None:
     # writes fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which busy_timeout
     # does not retry) when another connection committed in between, e.g. the watcher's
     # upsert racing the payment path.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Reads marked ``_READ_ONLY`` (the hot path's snapshot loads) begin DEFERRED instead: they
+    # never write, so they cannot hit that upgrade failure, and they must not queue behind the
+    # group committer's write lock (its fsync) while the next batch is being decided.
+    if conn.get_execution_options().get("piecework_read_only"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -403,12 +409,16 @@ class PayeeStore:
             row = conn.execute(_SELECT_CHANNEL, {"cid": _hex(channel_id)}).first()
         return None if row is None else _state_from_row(row)
 
+    def _read(self) -> Connection:
+        """A connection whose transactions are read-only snapshots (DEFERRED on SQLite)."""
+        return self.engine.connect().execution_options(piecework_read_only=True)
+
     def load(
         self, channel_id: bytes, task_hash: bytes
     ) -> tuple[PayeeChannelState | None, StoredPayment | None]:
         """The channel and the payment already stored for this task (if any), in one snapshot."""
         cid = _hex(channel_id)
-        with self.engine.begin() as conn:
+        with self._read() as conn, conn.begin():
             row = conn.execute(_SELECT_CHANNEL, {"cid": cid}).first()
             if row is None:
                 return None, None
@@ -424,7 +434,7 @@ class PayeeStore:
         ths = sorted({_hex(t) for _, t in wanted})
         if not wanted:
             return {}, {}
-        with self.engine.begin() as conn:
+        with self._read() as conn, conn.begin():
             rows = conn.execute(_SELECT_CHANNELS, {"cids": cids}).all()
             pays = conn.execute(_SELECT_PAYMENTS, {"cids": cids, "ths": ths}).all()
         states = {s.channel_id: s for s in map(_state_from_row, rows)}
