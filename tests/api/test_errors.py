@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AUTH, CONTRACT, ETH, TOKEN, Twin, hx, settings_for
+from api_support import AUTH, CONTRACT, ETH, TOKEN, Twin, hx, settings_for
 
 from api.main import Overrides, create_app
 from channel.errors import NodeUnavailable

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AUTH, TOKEN, hx, serve
+from api_support import AUTH, TOKEN, hx, serve
 from eth_account.signers.local import LocalAccount
 from piecework_testnode import Accounts, Deployment, Node
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import AUTH, serve, settings_for
+from api_support import AUTH, serve, settings_for
 from hypothesis import HealthCheck, settings
 
 from api.main import Overrides, create_app

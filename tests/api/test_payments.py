@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import (
+from api_support import (
     AUTH,
     Twin,
     consent_signer,

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import AUTH, TOKEN, free_port, hx
+from api_support import AUTH, TOKEN, free_port, hx
 from piecework_testnode import Accounts, Deployment, Node, stop_process
 
 from api.leader import advisory_key
