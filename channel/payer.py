@@ -40,6 +40,7 @@ from channel.keys import SigningKey
 from channel.messages import (
     CloseConsent,
     Domain,
+    Message,
     Receipt,
     Voucher,
     parse_amount,
@@ -169,14 +170,8 @@ class Payer:
         body = self._request("POST", service_url, f"/v1/channels/{_hex(channel_id)}/close")
         amount = parse_amount(_field(body, "cumulative_amount"))
         consent = parse_signature(_field(body, "signature"))
-        signer = recover(self.domain, CloseConsent(channel_id, amount), consent)
-        if signer != ch.payee:
-            raise WrongSigner(
-                f"close consent for {amount} on {_hex(channel_id)} is signed by {signer}, "
-                f"not the payee {ch.payee}",
-                got=signer,
-                expected=ch.payee,
-            )
+        self._require_signed(CloseConsent(channel_id, amount), consent, ch.payee,
+                             f"close consent for {amount} on {_hex(channel_id)}")
         latest = self.store.latest_voucher(channel_id)
         signed = latest[0] if latest else 0
         if amount > signed:
@@ -265,13 +260,8 @@ class Payer:
                 f"{task_id!r}"
             )
         signature = parse_signature(_field(receipt, "signature"))
-        signer = recover(self.domain, Receipt(channel_id, cumulative, task_hash), signature)
-        if signer != ch.payee:
-            raise WrongSigner(
-                f"receipt for {task_id!r} is signed by {signer}, not the payee {ch.payee}",
-                got=signer,
-                expected=ch.payee,
-            )
+        self._require_signed(Receipt(channel_id, cumulative, task_hash), signature, ch.payee,
+                             f"receipt for {task_id!r}")
         self.store.record_receipt(
             channel_id,
             task_id=task_id,
@@ -294,14 +284,8 @@ class Payer:
             return 0
         accepted = parse_amount(_field(latest, "cumulative_amount"))
         signature = parse_signature(_field(latest, "signature"))
-        signer = recover(self.domain, Voucher(channel_id, accepted), signature)
-        if signer != self.address:
-            raise WrongSigner(
-                f"service's latest voucher on {_hex(channel_id)} ({accepted}) is signed by "
-                f"{signer}, not by us ({self.address})",
-                got=signer,
-                expected=self.address,
-            )
+        self._require_signed(Voucher(channel_id, accepted), signature, self.address,
+                             f"service's latest voucher on {_hex(channel_id)} ({accepted})")
         self.store.record_voucher(channel_id, ch.payee, accepted, signature)
         self._adopt_receipts(service_url, ch, channel_id)
         return accepted
@@ -326,13 +310,8 @@ class Payer:
         cumulative = parse_amount(_field(item, "cumulative_amount"))
         task_hash = parse_bytes32(_field(item, "task_hash"))
         signature = parse_signature(_field(item, "signature"))
-        signer = recover(self.domain, Receipt(channel_id, cumulative, task_hash), signature)
-        if signer != ch.payee:
-            raise WrongSigner(
-                f"stored receipt at {cumulative} is signed by {signer}",
-                got=signer,
-                expected=ch.payee,
-            )
+        self._require_signed(Receipt(channel_id, cumulative, task_hash), signature, ch.payee,
+                             f"stored receipt at {cumulative}")
         task_id = item.get("task_id") or _hex(task_hash)
         self.store.record_receipt(
             channel_id,
@@ -344,6 +323,16 @@ class Payer:
         )
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _require_signed(
+        self, message: Message, signature: bytes, expected: str, what: str
+    ) -> None:
+        """``WrongSigner`` naming both addresses unless ``signature`` over ``message`` is
+        ``expected``'s: every receipt, consent and adopted voucher passes through here."""
+        signer = recover(self.domain, message, signature)
+        if signer != expected:
+            raise WrongSigner(f"{what} is signed by {signer}, not by {expected}",
+                              got=signer, expected=expected)
 
     def _channel(self, channel_id: bytes, *, refresh: bool = False) -> OnchainChannel:
         ch = None if refresh else self._channels.get(channel_id)
