@@ -17,18 +17,13 @@ from typing import Any
 import httpx
 
 from channel.chain import ZERO_ADDRESS, ChainClient, channel_id_for, load_artifact
-from channel.devnet import Supervisor
+from channel.devnet import ANVIL_KEYS, Supervisor
 from channel.keys import SigningKey
 
 REPO = Path(__file__).resolve().parent.parent
 
-# anvil's well-known development accounts (mnemonic "test test ... junk"): never real money.
-DEV_KEYS = {
-    "deployer": "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-    "payee": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-    "payer": "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-    "payer2": "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
-}
+# anvil's well-known development accounts: never real money.
+DEV_KEYS = dict(zip(("deployer", "payee", "payer", "payer2"), ANVIL_KEYS, strict=False))
 CHALLENGE_PERIOD = 3_600
 CHAIN_ID = 31337
 

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from channel.chain import ZERO_ADDRESS, ChainClient, Claim, load_artifact
-from channel.devnet import Supervisor, free_port
+from channel.devnet import ANVIL_KEYS, Supervisor, free_port
 from channel.keys import SigningKey
 from channel.messages import Receipt, task_id_hash
 from channel.payer import Payer
@@ -39,14 +39,9 @@ from channel.state import ChannelStatus
 
 REPO = Path(__file__).resolve().parent.parent
 
-# anvil's well-known development accounts (mnemonic "test test ... junk"): never real money.
-DEV_KEYS = {
-    "deployer": "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-    "freelancer": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-    "client A": "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-    "client B": "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
-    "bystander": "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
-}
+# anvil's well-known development accounts: never real money.
+DEV_KEYS = dict(zip(("deployer", "freelancer", "client A", "client B", "bystander"),
+                    ANVIL_KEYS, strict=False))
 CHALLENGE_PERIOD = 3_600  # the service's default minimum: one hour to notice a close
 ETH_DEPOSIT = 10**16  # 0.01 ETH
 USD = 10**6  # TestStablecoin has 6 decimals
