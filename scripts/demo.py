@@ -93,9 +93,9 @@ def run(sup: Supervisor, workdir: Path, tasks: int, rng: random.Random) -> bool:
     artifact = load_artifact("PaymentChannels", REPO)
     deployer = _client(rpc_url, ZERO_ADDRESS, keys["deployer"], artifact, deploy=True)
     channels_addr = deployer.deploy().contract_address
-    assert channels_addr is not None
     coin_addr = deployer.deploy_artifact("TestStablecoin").contract_address
-    assert coin_addr is not None
+    if channels_addr is None or coin_addr is None:
+        raise SystemExit("deployment returned no contract address")
     chain = {name: _client(rpc_url, channels_addr, key, artifact) for name, key in keys.items()}
     _mint(chain["deployer"], coin_addr, addr["client B"], 100 * USD)
     console.print(f"PaymentChannels at {channels_addr}, TestStablecoin (6 decimals) at {coin_addr}")
@@ -279,7 +279,8 @@ def _client(rpc_url: str, address: str, key: SigningKey, artifact: Any,
 def _mint(client: ChainClient, token: str, to: str, amount: int) -> None:
     w3 = client.w3
     account = client.account
-    assert account is not None
+    if account is None:
+        raise SystemExit("minting needs a signing account")
     coin = w3.eth.contract(address=w3.to_checksum_address(token),
                            abi=load_artifact("TestStablecoin", REPO).abi)
     tx = coin.functions.mint(to, amount).build_transaction(

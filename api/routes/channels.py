@@ -189,7 +189,8 @@ def receipts(
 )
 def close(channel_id: ChannelIdPath, runtime: RuntimeDep) -> CloseConsentBody:
     """Signs ``CloseConsent(channelId, latest accepted cumulative amount)``; with it and the
-    payer's voucher for that amount anyone can ``cooperativeClose`` at once."""
+    payer's voucher for that amount anyone can ``cooperativeClose`` at once. The amount is final
+    from then on: later payments on the channel get 409 ``channel_not_open``."""
     amount, signature = runtime.service.close_consent(channel_id)
     return CloseConsentBody(cumulative_amount=str(amount), signature=_hex(signature))
 
