@@ -317,6 +317,11 @@ class PendingPayment:
     receipt_signature: bytes
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back
+# whole and may simply be redone.
+_RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
+
+
 class _LostRaceError(Exception):
     """Internal: the compare-and-set matched no row; the transaction must roll back."""
 
@@ -592,13 +597,18 @@ class PayeeStore:
             with self.engine.begin() as conn:
                 # The UPDATE is the first write of the transaction, so SQLite takes the write
                 # lock here and waits on busy_timeout instead of failing a lock upgrade.
-                for cas in updates.values():
+                # Channel rows are locked in one global order (by id): two workers' batches
+                # that share channels then queue behind each other instead of deadlocking.
+                for _cid, cas in sorted(updates.items()):
                     if conn.execute(_CAS_UPDATE, cas).rowcount != 1:
                         raise _LostRaceError
                 conn.execute(_INSERT_PAYMENT, rows)
         except (_LostRaceError, IntegrityError):
             return False
         except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+                # Rolled back whole by the server: the same as losing the race, re-read.
+                return False
             raise StoreError(f"database refused the payment batch: {exc.orig}") from exc
         return True
 
