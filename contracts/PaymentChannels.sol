@@ -10,8 +10,9 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 
 /// @title PaymentChannels
 /// @notice Unidirectional payer -> payee payment channels in ETH or ERC-20, all held by this one
-/// contract (Piecework protocol v1, see shared/PROTOCOL.md). The payer funds a channel and pays
-/// per micro-task with off-chain EIP-712 `Voucher`s carrying a cumulative amount; the payee
+/// contract (Piecework protocol v2, see docs/PROTOCOL.md). The payer funds a channel and pays
+/// per micro-task with off-chain EIP-712 `Voucher`s carrying a cumulative amount, signed by the
+/// payer or by the channel's `voucherSigner` (a key the client app holds, fixed at `open`); the payee
 /// claims whenever it likes and closes whenever it likes; the payer can force a close after a
 /// challenge period. Funds only ever move to the channel's payer or payee.
 /// @dev Reentrancy: every function writes all its state before its first external call
@@ -49,6 +50,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint64 challengePeriod;
         uint64 closesAt;
         Status status;
+        address voucherSigner;
     }
 
     /// @notice One entry of `claimMany`.
@@ -58,15 +60,27 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         bytes payerSignature;
     }
 
-    /// @notice EIP-712 type of the payer's voucher.
+    /// @notice EIP-712 type of the voucher, signed by the payer or the channel's voucher signer.
     bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(bytes32 channelId,uint256 cumulativeAmount)");
-    /// @notice EIP-712 type of the payee's receipt. Never verified on chain; published so every
-    /// client hashes receipts with the same string.
+    /// @notice EIP-712 type of the payee's receipt for one task. Never verified on chain; published
+    /// so every client hashes receipts with the same string.
     bytes32 public constant RECEIPT_TYPEHASH =
-        keccak256("Receipt(bytes32 channelId,uint256 cumulativeAmount,bytes32 taskId)");
-    /// @notice EIP-712 type of the payee's consent to close at a final amount.
+        keccak256("Receipt(bytes32 channelId,uint256 cumulativeAmount,uint256 amount,bytes32 taskId)");
+    /// @notice EIP-712 type of the payee's consent to close at a final amount until `deadline`.
     bytes32 public constant CLOSE_CONSENT_TYPEHASH =
-        keccak256("CloseConsent(bytes32 channelId,uint256 cumulativeAmount)");
+        keccak256("CloseConsent(bytes32 channelId,uint256 cumulativeAmount,uint64 deadline)");
+    /// @notice EIP-712 type of the payer side's request for a close consent. Never verified on
+    /// chain (the payee service checks it); published so every client hashes it alike.
+    bytes32 public constant CLOSE_REQUEST_TYPEHASH =
+        keccak256("CloseRequest(bytes32 channelId,uint256 cumulativeAmount)");
+    /// @notice EIP-712 type of the payer side's proof of access to a channel's private reads at
+    /// the payee service. Never verified on chain.
+    bytes32 public constant ACCESS_TYPEHASH = keccak256("Access(bytes32 channelId,uint64 expires)");
+
+    /// @notice Gas every payout's transfer gets (ETH call or ERC-20 `transfer`), the same for every
+    /// token. A payout that reverts or runs out of it is deferred to `owed`; a call that leaves a
+    /// payout less than this reverts `InsufficientGasForPayout` instead of deferring it.
+    uint256 public constant PAYOUT_GAS = 100_000;
 
     /// @notice Upper bound on `challengePeriod` (30 days): long enough for any watchtower, short
     /// enough that a payer's refund cannot be locked for an unreasonable time.
@@ -83,7 +97,8 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         address indexed payee,
         address token,
         uint256 deposit,
-        uint64 challengePeriod
+        uint64 challengePeriod,
+        address voucherSigner
     );
     /// @notice `amount` was added; `deposit` is the new total.
     event ChannelToppedUp(bytes32 indexed channelId, uint256 amount, uint256 deposit);
@@ -144,6 +159,11 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     error EthTransferFailed(address to, uint256 amount);
     /// @notice `token` has no code or does not answer `balanceOf`.
     error InvalidToken(address token);
+    /// @notice `cooperativeClose` after the payee's consent expired (`deadline < block.timestamp`).
+    error ConsentExpired(bytes32 channelId, uint64 deadline, uint256 timestamp);
+    /// @notice A payout failed with less than `PAYOUT_GAS` available to it: the caller did not
+    /// leave it enough gas, so the transaction reverts instead of deferring the payout.
+    error InsufficientGasForPayout(address to, uint256 gasLeft);
 
     // ---------------------------------------------------------------- storage
 
@@ -163,6 +183,10 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
 
     mapping(bytes32 channelId => _Slots) private _channels;
 
+    /// @dev The optional voucher signer, written only when set (an `open` without one costs no
+    /// extra storage) and never changed.
+    mapping(bytes32 channelId => address) private _voucherSigners;
+
     /// @notice Deferred payouts (see `PaymentDeferred`), by account and token (address(0) = ETH).
     mapping(address account => mapping(address token => uint256)) public owed;
 
@@ -174,7 +198,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     uint256 private constant _STATUS_CLOSING = uint256(Status.Closing) << 232;
     uint256 private constant _STATUS_CLOSED = uint256(Status.Closed) << 232;
 
-    constructor() EIP712("PaymentChannels", "1") {}
+    constructor() EIP712("PaymentChannels", "2") {}
 
     // ---------------------------------------------------------------- open / fund
 
@@ -188,13 +212,17 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @param amount Deposit, 0 < amount <= MAX_DEPOSIT.
     /// @param challengePeriod Seconds between `startClose` and `settle`, 0 < p <= MAX_CHALLENGE_PERIOD.
     /// @param salt Payer-chosen salt that makes the id unique and known before mining.
+    /// @param voucherSigner A key that may sign vouchers besides the payer, or address(0).
     /// @return channelId The new channel's id.
-    function open(address payee, address token, uint256 amount, uint64 challengePeriod, bytes32 salt)
-        external
-        payable
-        returns (bytes32 channelId)
-    {
-        channelId = _open(payee, token, amount, challengePeriod, salt);
+    function open(
+        address payee,
+        address token,
+        uint256 amount,
+        uint64 challengePeriod,
+        bytes32 salt,
+        address voucherSigner
+    ) external payable returns (bytes32 channelId) {
+        channelId = _open(payee, token, amount, challengePeriod, salt, voucherSigner);
     }
 
     /// @notice Opens an ERC-20 channel in one transaction using an EIP-2612 permit for `amount`.
@@ -205,6 +233,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @param amount Deposit and permit value.
     /// @param challengePeriod Seconds between `startClose` and `settle`.
     /// @param salt Payer-chosen salt.
+    /// @param voucherSigner A key that may sign vouchers besides the payer, or address(0).
     /// @param deadline Permit deadline.
     /// @param v Permit signature v.
     /// @param r Permit signature r.
@@ -216,6 +245,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint256 amount,
         uint64 challengePeriod,
         bytes32 salt,
+        address voucherSigner,
         uint256 deadline,
         uint8 v,
         bytes32 r,
@@ -223,7 +253,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     ) external returns (bytes32 channelId) {
         if (token == address(0)) revert EthNotAccepted(0);
         try IERC20Permit(token).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
-        channelId = _open(payee, token, amount, challengePeriod, salt);
+        channelId = _open(payee, token, amount, challengePeriod, salt, voucherSigner);
     }
 
     /// @notice Adds `amount` to an open channel's deposit. Anyone may fund any open channel.
@@ -272,7 +302,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint256 b = ch.b;
         uint256 newClaimed = _min(cumulativeAmount, b >> 160);
         if (newClaimed <= claimed) revert NothingToClaim(channelId, cumulativeAmount, claimed);
-        _verify(channelId, VOUCHER_TYPEHASH, cumulativeAmount, payerSignature, address(uint160(a)));
+        _verifyVoucher(channelId, cumulativeAmount, payerSignature, address(uint160(a)));
         ch.c = (c & _ADDR_MASK) | (newClaimed << 160);
         emit Claimed(channelId, newClaimed, newClaimed - claimed);
         _pay(address(uint160(c)), address(uint160(b)), newClaimed - claimed);
@@ -331,25 +361,29 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         _closeWithVoucher(ch, channelId, a, b, cumulativeAmount, payerSignature);
     }
 
-    /// @notice Anyone: closes at once with the payee's `CloseConsent(channelId, cumulativeAmount)`
-    /// and the payer's `Voucher` for the same amount; the payee is paid up to that amount (capped
+    /// @notice Anyone: closes at once with the payee's `CloseConsent(channelId, cumulativeAmount,
+    /// deadline)` and a `Voucher` for the same amount; the payee is paid up to that amount (capped
     /// by the deposit) and the payer gets the rest.
-    /// @dev The voucher is only checked when it pays the payee something beyond `claimed`.
+    /// @dev Reverts `ConsentExpired` once `block.timestamp > deadline`. The voucher is only checked
+    /// when it pays the payee something beyond `claimed` (otherwise `payerSignature` may be empty).
     /// @param channelId The channel.
     /// @param cumulativeAmount The final cumulative amount both parties agree on.
-    /// @param payerSignature The payer's EIP-712 Voucher signature.
+    /// @param deadline The last block timestamp at which the payee's consent is valid.
+    /// @param payerSignature The Voucher signature (payer or voucher signer).
     /// @param payeeSignature The payee's EIP-712 CloseConsent signature.
     function cooperativeClose(
         bytes32 channelId,
         uint256 cumulativeAmount,
+        uint64 deadline,
         bytes calldata payerSignature,
         bytes calldata payeeSignature
     ) external nonReentrant {
+        if (block.timestamp > deadline) revert ConsentExpired(channelId, deadline, block.timestamp);
         _Slots storage ch = _channels[channelId];
         uint256 a = ch.a;
         _requireLive(channelId, a);
         uint256 b = ch.b;
-        _verify(channelId, CLOSE_CONSENT_TYPEHASH, cumulativeAmount, payeeSignature, address(uint160(b)));
+        _verifyConsent(channelId, cumulativeAmount, deadline, payeeSignature, address(uint160(b)));
         _closeWithVoucher(ch, channelId, a, b, cumulativeAmount, payerSignature);
     }
 
@@ -437,7 +471,8 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
             claimed: c >> 160,
             challengePeriod: _challengePeriodOf(a),
             closesAt: _closesAtOf(a),
-            status: _statusOf(a)
+            status: _statusOf(a),
+            voucherSigner: _voucherSigners[channelId]
         });
     }
 
@@ -459,20 +494,25 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         return _digest(VOUCHER_TYPEHASH, id, cumulativeAmount);
     }
 
-    /// @notice EIP-712 digest the payee signs for `CloseConsent(channelId, cumulativeAmount)`.
+    /// @notice EIP-712 digest the payee signs for `CloseConsent(channelId, cumulativeAmount, deadline)`.
     /// @param id The channel.
     /// @param cumulativeAmount The final cumulative amount.
+    /// @param deadline The consent's deadline (unix seconds, block time).
     /// @return The digest.
-    function hashCloseConsent(bytes32 id, uint256 cumulativeAmount) external view returns (bytes32) {
-        return _digest(CLOSE_CONSENT_TYPEHASH, id, cumulativeAmount);
+    function hashCloseConsent(bytes32 id, uint256 cumulativeAmount, uint64 deadline) external view returns (bytes32) {
+        return _consentDigest(id, cumulativeAmount, deadline);
     }
 
     // ---------------------------------------------------------------- internals
 
-    function _open(address payee, address token, uint256 amount, uint64 challengePeriod, bytes32 salt)
-        private
-        returns (bytes32 id)
-    {
+    function _open(
+        address payee,
+        address token,
+        uint256 amount,
+        uint64 challengePeriod,
+        bytes32 salt,
+        address voucherSigner
+    ) private returns (bytes32 id) {
         id = channelId(msg.sender, payee, token, salt);
         _Slots storage ch = _channels[id];
         if (ch.a != 0) revert ChannelIdUsed(id);
@@ -485,7 +525,8 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         ch.a = uint256(uint160(msg.sender)) | (uint256(challengePeriod) << 160) | _STATUS_OPEN;
         ch.b = uint256(uint160(payee)) | (amount << 160);
         if (token != address(0)) ch.c = uint256(uint160(token));
-        emit ChannelOpened(id, msg.sender, payee, token, amount, challengePeriod);
+        if (voucherSigner != address(0)) _voucherSigners[id] = voucherSigner;
+        emit ChannelOpened(id, msg.sender, payee, token, amount, challengePeriod, voucherSigner);
         _pullFunds(token, amount);
     }
 
@@ -500,7 +541,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint256 b = ch.b;
         uint256 newClaimed = _min(cl.cumulativeAmount, b >> 160);
         if (newClaimed <= claimed) return (address(0), address(0), 0);
-        _verify(id, VOUCHER_TYPEHASH, cl.cumulativeAmount, cl.payerSignature, address(uint160(a)));
+        _verifyVoucher(id, cl.cumulativeAmount, cl.payerSignature, address(uint160(a)));
         ch.c = (c & _ADDR_MASK) | (newClaimed << 160);
         // Safe: newClaimed > claimed was checked above.
         unchecked {
@@ -553,7 +594,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint256 deposit = b >> 160;
         uint256 payeeTotal = _min(cumulativeAmount, deposit);
         if (payeeTotal > claimed) {
-            _verify(id, VOUCHER_TYPEHASH, cumulativeAmount, payerSignature, address(uint160(a)));
+            _verifyVoucher(id, cumulativeAmount, payerSignature, address(uint160(a)));
         } else {
             payeeTotal = claimed;
         }
@@ -570,37 +611,79 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Sends funds; a payout that reverts is credited to `owed` instead of blocking the
-    /// operation (a payee that rejects ETH must not lock the payer's refund, and vice versa).
-    /// All gas is forwarded so that smart-contract wallets can receive. A receiver that burns it
-    /// all can at worst make a two-payout close (closeByPayee / cooperativeClose) run out of gas;
-    /// each side always keeps a path that pays only itself: `claim` for the payee, `startClose` +
-    /// `settle` for the payer.
+    /// @dev Sends funds with exactly `PAYOUT_GAS` for the transfer. A payout that reverts, runs out
+    /// of that budget, or (ERC-20) returns something other than true or nothing, is credited to
+    /// `owed` instead of failing the operation: neither a receiver that rejects ETH nor a token
+    /// that burns gas can block the other party's funds or make the caller's transaction a gas
+    /// bomb. Return data is never copied beyond one word, so it cannot be a return bomb either.
+    /// EIP-150 passes a call at most 63/64 of the gas left; when a failed call comes back with less
+    /// than PAYOUT_GAS / 63, the callee may have been starved by the caller's gas limit rather than
+    /// failing on its own, so the transaction reverts instead of deferring a payout that would have
+    /// succeeded. A successful payout pays nothing for this check.
     function _pay(address token, address to, uint256 amount) private {
         bool ok;
         if (token == address(0)) {
-            // No return data is copied, so a hostile receiver cannot return-bomb us.
             assembly ("memory-safe") {
-                ok := call(gas(), to, amount, 0, 0, 0, 0)
+                ok := call(PAYOUT_GAS, to, amount, 0, 0, 0, 0)
             }
         } else {
-            ok = IERC20(token).trySafeTransfer(to, amount);
+            // transfer(to, amount) from scratch space; the call is successful when it did not
+            // revert and returned true, or returned nothing from an account with code.
+            assembly ("memory-safe") {
+                let fmp := mload(0x40)
+                mstore(0x14, to)
+                mstore(0x34, amount)
+                mstore(0x00, 0xa9059cbb000000000000000000000000)
+                ok := call(PAYOUT_GAS, token, 0, 0x10, 0x44, 0x00, 0x20)
+                ok := and(ok, or(and(eq(mload(0x00), 1), gt(returndatasize(), 0x1f)),
+                                 and(iszero(returndatasize()), gt(extcodesize(token), 0))))
+                mstore(0x40, fmp)
+            }
         }
         if (!ok) {
+            if (gasleft() < PAYOUT_GAS / 63) revert InsufficientGasForPayout(to, gasleft());
             owed[to][token] += amount;
             emit PaymentDeferred(to, token, amount);
         }
     }
 
-    function _verify(bytes32 id, bytes32 typehash, uint256 amount, bytes calldata signature, address signer)
+    /// @dev A voucher must be signed by the channel's payer, or by its voucher signer when set.
+    /// The signer's slot is read only when the signature is not the payer's.
+    function _verifyVoucher(bytes32 id, uint256 amount, bytes calldata signature, address payer) private view {
+        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecoverCalldata(
+            _digest(VOUCHER_TYPEHASH, id, amount),
+            signature
+        );
+        if (err == ECDSA.RecoverError.NoError && recovered == payer) return;
+        address voucherSigner = _voucherSigners[id];
+        if (err != ECDSA.RecoverError.NoError || voucherSigner == address(0) || recovered != voucherSigner) {
+            revert InvalidSignature(id, payer, recovered);
+        }
+    }
+
+    function _verifyConsent(bytes32 id, uint256 amount, uint64 deadline, bytes calldata signature, address payee)
         private
         view
     {
         (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecoverCalldata(
-            _digest(typehash, id, amount),
+            _consentDigest(id, amount, deadline),
             signature
         );
-        if (err != ECDSA.RecoverError.NoError || recovered != signer) revert InvalidSignature(id, signer, recovered);
+        if (err != ECDSA.RecoverError.NoError || recovered != payee) revert InvalidSignature(id, payee, recovered);
+    }
+
+    function _consentDigest(bytes32 id, uint256 amount, uint64 deadline) private view returns (bytes32) {
+        bytes32 structHash;
+        bytes32 typehash = CLOSE_CONSENT_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            mstore(add(ptr, 0x20), id)
+            mstore(add(ptr, 0x40), amount)
+            mstore(add(ptr, 0x60), deadline)
+            structHash := keccak256(ptr, 0x80)
+        }
+        return _hashTypedDataV4(structHash);
     }
 
     function _digest(bytes32 typehash, bytes32 id, uint256 amount) private view returns (bytes32) {
