@@ -61,4 +61,4 @@ bench: setup build
 	$(PY) scripts/bench.py $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf artifacts cache .piecework bench/results
+	rm -rf artifacts cache .piecework bench/results build dist

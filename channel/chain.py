@@ -86,8 +86,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-DEFAULT_ARTIFACT = Path("artifacts/contracts/PaymentChannels.sol/PaymentChannels.json")
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ARTIFACT = "PaymentChannels"
+# ABI and bytecode shipped inside the package (written by scripts/package_data.js, checked
+# against artifacts/ by tests/test_packaging.py), so an installed `piecework` needs no build.
+PACKAGED_CONTRACTS = Path(__file__).resolve().parent / "contracts"
 _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 
@@ -115,12 +117,24 @@ class Artifact:
 
 
 def find_artifact(name: str, root: str | Path | None = None) -> Path:
-    """Locate ``artifacts/**/<name>.json`` under ``root`` (default: cwd, then the repo root)."""
-    roots = [Path(root)] if root is not None else [Path.cwd(), _REPO_ROOT]
-    for base in roots:
-        artifacts = base / "artifacts" if (base / "artifacts").is_dir() else base
-        if not artifacts.is_dir():
-            continue
+    """The artifact of contract ``name``: Hardhat's ``artifacts/**/<name>.json`` under ``root``,
+    or without ``root`` the copy packaged with Piecework (``channel/contracts/<name>.json``).
+
+    The default does not depend on the working directory: an installed ``piecework`` uses the
+    code it was built and tested with, wherever it runs.
+    """
+    if root is None:
+        packaged = PACKAGED_CONTRACTS / f"{name}.json"
+        if packaged.is_file():
+            return packaged
+        shipped = sorted(p.stem for p in PACKAGED_CONTRACTS.glob("*.json"))
+        raise ConfigError(
+            f"no contract named {name!r} is packaged (packaged: {', '.join(shipped) or 'none'}); "
+            "give the path of a Hardhat artifact instead"
+        )
+    base = Path(root)
+    artifacts = base / "artifacts" if (base / "artifacts").is_dir() else base
+    if artifacts.is_dir():
         direct = artifacts / "contracts" / f"{name}.sol" / f"{name}.json"
         if direct.is_file():
             return direct
@@ -128,23 +142,21 @@ def find_artifact(name: str, root: str | Path | None = None) -> Path:
         for candidate in sorted(artifacts.rglob(f"{name}.json")):
             if "build-info" not in candidate.parts and candidate.parent.name.endswith(".sol"):
                 return candidate
-    where = " or ".join(str(r) for r in roots)
-    raise ConfigError(f"artifact for {name} not found under {where}: run `npm run build` first")
+    raise ConfigError(f"artifact for {name} not found under {base}: run `npm run build` first")
 
 
 def load_artifact(path_or_name: str | Path, root: str | Path | None = None) -> Artifact:
-    """Load a Hardhat artifact from a file path, or by contract name via :func:`find_artifact`."""
+    """Load an artifact from a ``.json`` path (relative to ``root``, else to the working
+    directory), or by contract name via :func:`find_artifact`."""
     candidate = Path(path_or_name)
     if candidate.suffix == ".json":
         path = candidate if candidate.is_absolute() or root is None else Path(root) / candidate
-        if not path.is_file() and not candidate.is_absolute() and root is None:
-            path = _REPO_ROOT / candidate
     else:
         path = find_artifact(str(path_or_name), root)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"artifact {path} does not exist: run `npm run build` first") from None
+        raise ConfigError(f"artifact {path} does not exist") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"artifact {path} is unreadable: {exc}") from None
     try:

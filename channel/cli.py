@@ -173,7 +173,8 @@ def _hex(b: bytes) -> str:
               envvar="PIECEWORK_CONFIRMATIONS", help="Blocks a transaction must be deep.")
 @click.option("--rpc-timeout", type=float, default=10.0, show_default=True,
               help="Seconds per RPC request.")
-@click.option("--artifact", envvar="PIECEWORK_ARTIFACT", help="Path of the Hardhat artifact.")
+@click.option("--artifact", envvar="PIECEWORK_ARTIFACT",
+              help="Path of a Hardhat artifact (default: the packaged PaymentChannels).")
 @click.pass_context
 def cli(  # noqa: PLR0917 - click passes options by keyword
     ctx: click.Context,
