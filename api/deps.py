@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,7 +17,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
 from api.problems import ProblemError
-from api.telemetry import Metrics
 from channel.config import Settings
 from channel.messages import Domain
 from channel.payee import GroupCommitter, PayeeService
@@ -43,7 +42,6 @@ class Runtime:
     domain: Domain
     payees: tuple[str, ...]
     node_check: Callable[[], None]
-    metrics: Metrics = field(default_factory=Metrics)
     committer: GroupCommitter | None = None
     claim: Callable[[bytes, int, bytes], bytes] | None = None
     """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""

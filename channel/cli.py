@@ -12,6 +12,7 @@ refused rather than rounded. Configuration comes from flags or ``PIECEWORK_*`` v
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -403,7 +404,13 @@ def status(cfg: Config, channel_id: bytes) -> None:
               help="Log one line per request (costs ~15% of throughput; /metrics counts them).")
 @pass_config
 def serve(cfg: Config, host: str, port: int, workers: int, access_log: bool) -> None:
-    """Run the payee HTTP service (api.main:create_app) under uvicorn."""
+    """Run the payee HTTP service (api.main:create_app) under uvicorn.
+
+    With several workers, GET /metrics sums every worker's counters: they share a private
+    temporary directory (PROMETHEUS_MULTIPROC_DIR, set here, removed at exit).
+    """
+    import tempfile
+
     import uvicorn
 
     # The app factory reads its Settings from the environment, also in worker processes.
@@ -413,8 +420,15 @@ def serve(cfg: Config, host: str, port: int, workers: int, access_log: bool) -> 
                        ("PIECEWORK_KEYSTORE", cfg.keystore)):
         if value:
             os.environ[var] = value
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=access_log)
+    # The directory belongs to this run: files left by an earlier one (or another service)
+    # would be summed in. One worker keeps its counters in memory.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="piecework-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared  # before the workers import it
+        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
+                    access_log=access_log)
 
 
 @cli.command()

@@ -1,6 +1,7 @@
 """`make bench`: every performance figure, each beside a baseline measured in the same run.
 
-Sections: (1) voucher verification, (2) the payee pipeline in-process (SQLite, PostgreSQL),
+Sections: (1) voucher verification, (1b) the metric updates per payment (one process and
+multiprocess mode), (2) the payee pipeline in-process (SQLite, PostgreSQL),
 (3) HTTP under wrk vs a bare FastAPI endpoint, (4) scaling with channels and stored payments,
 (5) gas (the contract table with its goals; gas per micro-task), (6) an end-to-end channel
 lifecycle on anvil. The machine is shared and noisy, so every figure is reported as a ratio
@@ -45,7 +46,7 @@ from channel.signing import Signer, recover
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 PY = sys.executable
-SECTIONS = ("signatures", "pipeline", "http", "scaling", "gas", "e2e")
+SECTIONS = ("signatures", "metrics", "pipeline", "http", "scaling", "gas", "e2e")
 
 
 @dataclass
@@ -133,6 +134,24 @@ def section_signatures(res: Results, quick: bool) -> None:
             "eth-account generic", data["eth_account_generic_per_s"])
     res.add("signatures", "sign (receipt signing)", data["sign_per_s"], "/s",
             "raw coincurve recover", raw)
+
+
+# --- (1b) metric updates per payment ---------------------------------------------------------
+
+def section_metrics(res: Results, quick: bool) -> None:
+    data = run_json([PY, str(SCRIPTS / "bench_metrics.py"), "--seconds",
+                     "0.5" if quick else "2"], "bench_metrics.py")
+    res.raw["metrics"] = data
+    for mode, label in (("single_process", "1 worker"), ("multiprocess", "several workers")):
+        res.add("metrics", f"metric updates per accepted payment, {label}",
+                data[f"{mode}_accepted_us"], "us", "hand-written counters (before)",
+                data["handwritten_us"])
+        res.add("metrics", f"metric updates per accepted payment, {label}",
+                data[f"{mode}_accepted_us"], "us", "one voucher verification",
+                data["voucher_verify_us"])
+        res.add("metrics", f"metric updates per rejected payment, {label}",
+                data[f"{mode}_rejected_us"], "us", "one voucher verification",
+                data["voucher_verify_us"])
 
 
 # --- (2) the payee pipeline in-process -------------------------------------------------------
@@ -487,7 +506,9 @@ def report(res: Results, meta: dict[str, Any], images: list[str]) -> str:
              f"{meta['seconds']:.0f} s. Every figure sits beside a baseline measured in the "
              "same run; the machine is shared and noisy, so read the ratios, not the absolute "
              "numbers. Goals are checked but never fail the run.", ""]
-    titles = {"signatures": "1. Voucher verification", "pipeline": "2. Payee pipeline in-process",
+    titles = {"signatures": "1. Voucher verification",
+              "metrics": "1b. Prometheus metric updates per payment (api.telemetry)",
+              "pipeline": "2. Payee pipeline in-process",
               "http": "3. HTTP (wrk)", "scaling": "4. Scaling", "gas": "5. Gas",
               "e2e": "6. End to end on anvil"}
     for section, title in titles.items():
@@ -555,6 +576,7 @@ def main() -> int:
     with Supervisor(workdir / "logs") as sup:
         try:
             timed("signatures", lambda: section_signatures(res, args.quick))
+            timed("metrics", lambda: section_metrics(res, args.quick))
             timed("pipeline", lambda: section_pipeline(res, args.quick))
             timed("scaling", lambda: section_scaling(res, args.quick))
             net: Devnet | None = None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Response
 
+from api import telemetry
 from api.deps import OperatorDep, RuntimeDep
 from api.queries import unclaimed_by_token
 from api.schemas import problem_docs
@@ -14,17 +14,21 @@ router = APIRouter(tags=["metrics"])
 
 @router.get(
     "/metrics",
-    response_class=PlainTextResponse,
+    response_class=Response,
     responses={
-        200: {"content": {"text/plain": {"example": "piecework_payments_accepted_total 42\n"}}},
+        200: {"content": {"text/plain": {"example": "piecework_payments_accepted_total 42.0\n"}}},
         **problem_docs(401),
     },
     summary="Prometheus metrics",
 )
-def metrics(runtime: RuntimeDep, _: OperatorDep) -> PlainTextResponse:
-    """Payments accepted, rejected by code, latency histogram, unclaimed amount per token.
+def metrics(runtime: RuntimeDep, _: OperatorDep) -> Response:
+    """Payments accepted, rejected by code, latency histogram, unclaimed amount per token,
+    and process metrics.
 
-    Counters are per worker process; the unclaimed gauge is read from the database.
+    With several workers the counters and the histogram are the sum over every worker,
+    whichever worker answers; the unclaimed gauge is read from the database.
     """
-    text = runtime.metrics.render(lambda: unclaimed_by_token(runtime.engine, runtime.payees))
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    unclaimed = telemetry.UnclaimedAmounts(
+        lambda: unclaimed_by_token(runtime.engine, runtime.payees)
+    )
+    return Response(telemetry.exposition(unclaimed), media_type=telemetry.CONTENT_TYPE)

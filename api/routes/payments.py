@@ -18,6 +18,7 @@ import time
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import telemetry
 from api.deps import Runtime, RuntimeDep
 from api.schemas import ChannelIdPath, NewPayment, PaymentCreated, problem_docs
 from channel.errors import PieceworkError
@@ -65,9 +66,11 @@ async def create_payment(
         else:
             receipt = await run_in_threadpool(_accept, runtime, request)
     except PieceworkError as exc:
-        runtime.metrics.payment_rejected(exc.code, time.perf_counter() - started)
+        telemetry.PAYMENTS_REJECTED.labels(exc.code).inc()
+        telemetry.PAYMENT_SECONDS.observe(time.perf_counter() - started)
         raise
-    runtime.metrics.payment_accepted(time.perf_counter() - started)
+    telemetry.PAYMENTS_ACCEPTED.inc()
+    telemetry.PAYMENT_SECONDS.observe(time.perf_counter() - started)
     return Response(
         content=json.dumps({"receipt": receipt.as_json()}, separators=(",", ":")),
         status_code=201,

@@ -132,22 +132,6 @@ def test_channel_listing_pages_and_filters(twin: Twin) -> None:
     assert [c["channel_id"] for c in by_payer["items"]] == [hx(opened[-1])]
 
 
-def test_metrics_count_accepted_rejected_and_unclaimed(twin: Twin) -> None:
-    cid = twin.open()
-    twin.pay(cid, "t1", 5, 5)
-    twin.pay(cid, "t2", 5, 5)  # stale
-    twin.pay(cid, "t3", 5, 10)
-    response = twin.client.get("/metrics", headers=AUTH)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    text = response.text
-    assert "piecework_payments_accepted_total 2" in text
-    assert 'piecework_payments_rejected_total{code="stale_voucher"} 1' in text
-    assert 'piecework_payment_seconds_bucket{le="+Inf"} 3' in text
-    assert "piecework_payment_seconds_count 3" in text
-    assert f'piecework_unclaimed_amount{{token="{"0x" + "00" * 20}"}} 10' in text
-
-
 def test_healthz_ok(twin: Twin) -> None:
     assert twin.client.get("/healthz").json() == {"status": "ok", "database": "ok", "node": "ok"}
 
