@@ -11,11 +11,13 @@ others (name ``piecework_*``, base units, a help text), so the whole set reads i
 Several workers: ``piecework serve --workers N`` with N > 1 points ``PROMETHEUS_MULTIPROC_DIR``
 at a private temporary directory before the workers start (and removes it at exit); each
 worker's updates then go to memory-mapped files there, and a scrape of any worker sums every
-worker's counters and histograms. prometheus_client's rules for that mode apply to new metrics:
-a ``Gauge`` needs ``multiprocess_mode`` ("livesum", "max", ...), and ``Gauge.set_function``,
-``Info`` and ``Enum`` do not work. A value read from the database at scrape time (the same
-whichever worker reads it) is a collector passed to :func:`exposition`, like
-:class:`UnclaimedAmounts`.
+worker's counters and histograms. (Started by uvicorn or gunicorn directly with several workers,
+the service needs that variable set to a fresh empty directory by whoever starts it; without it
+each worker answers with its own counts.) prometheus_client's rules for that mode apply to new
+metrics: a ``Gauge`` needs ``multiprocess_mode`` ("livesum", "max", ...), and
+``Gauge.set_function``, ``Info`` and ``Enum`` do not work. A value read from the database at
+scrape time (the same whichever worker reads it) is a collector passed to :func:`exposition`,
+like :class:`UnclaimedAmounts`.
 
 Process metrics: with one process, prometheus_client's process, platform and GC collectors.
 With several workers, ``process_*`` of every live worker labelled ``pid`` (read from /proc, as
