@@ -265,6 +265,18 @@ export class PieceworkClient {
   }
 
   /**
+   * Rebuilds the payer's view from the service's receipts (after a reload, in a second tab, on
+   * another device): every receipt verified and chained; the latest amount is adopted only when
+   * this payer signed at least that much or the service proves it with a voucher.
+   */
+  async resync(p: { channel: PayerChannel; access: AccessProvider; highestSigned?: bigint }): Promise<{ receipts: ReceiptData[]; cumulativeAmount: bigint }> {
+    const receipts = await this.allReceipts(p.channel, { access: p.access });
+    const last = receipts.at(-1)?.cumulativeAmount ?? 0n;
+    const cumulativeAmount = last === 0n ? 0n : await this.#trusted(p.channel, last, 0n, p.highestSigned);
+    return { receipts, cumulativeAmount };
+  }
+
+  /**
    * Pays one task: signs `Voucher(previous + amount)`, posts it, verifies the receipt. On 409
    * `stale_voucher` it resyncs (another tab or device paid meanwhile): a task already paid
    * returns its existing receipt; otherwise the service's amount is adopted only when proven

@@ -200,19 +200,23 @@ export async function openChannel(wallet: Wallet, reader: Reader, p: OpenParamet
 }
 
 /**
- * ERC-20 without permit: `approve` (skipped when the allowance already covers `amount`), then
- * `open`. Two transactions; `onApproved` lets a page show the first one before the second.
+ * Lets `spender` pull `amount` of `token` from the wallet's account: sends `approve` and waits
+ * for it, unless the allowance already covers `amount` (then returns null, no prompt).
  */
+export async function approveIfNeeded(wallet: Wallet, reader: Reader, p: { token: Address; spender: Address; amount: bigint; onSent?: (hash: Hex) => void }): Promise<Hex | null> {
+  const allowance = await guarded(() => reader.readContract({ address: p.token, abi: erc20Abi, functionName: "allowance", args: [wallet.account.address, p.spender] }));
+  if (allowance >= p.amount) return null;
+  const hash = await guarded(() =>
+    wallet.writeContract({ address: p.token, abi: erc20Abi, functionName: "approve", args: [p.spender, p.amount], chain: wallet.chain ?? null, account: wallet.account }),
+  );
+  p.onSent?.(hash);
+  await waitForTransaction(reader, hash);
+  return hash;
+}
+
+/** ERC-20 without permit: `approve` (when needed), then `open`. Two transactions. */
 export async function approveAndOpen(wallet: Wallet, reader: Reader, p: OpenParameters & { onApproveSent?: (hash: Hex) => void }): Promise<Opened & { approveHash: Hex | null }> {
-  const allowance = await guarded(() => reader.readContract({ address: p.token, abi: erc20Abi, functionName: "allowance", args: [wallet.account.address, p.contract] }));
-  let approveHash: Hex | null = null;
-  if (allowance < p.amount) {
-    approveHash = await guarded(() =>
-      wallet.writeContract({ address: p.token, abi: erc20Abi, functionName: "approve", args: [p.contract, p.amount], chain: wallet.chain ?? null, account: wallet.account }),
-    );
-    p.onApproveSent?.(approveHash);
-    await waitForTransaction(reader, approveHash);
-  }
+  const approveHash = await approveIfNeeded(wallet, reader, { token: p.token, spender: p.contract, amount: p.amount, ...(p.onApproveSent ? { onSent: p.onApproveSent } : {}) });
   return { ...(await openChannel(wallet, reader, p)), approveHash };
 }
 
