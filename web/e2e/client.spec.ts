@@ -1,0 +1,83 @@
+// The client page against anvil and the contract alone (no payee service needed): open an ETH
+// and a permit stablecoin channel with a voucher signer generated in the page, count every
+// wallet prompt, survive a reload, top up, start closing.
+import type { Page } from "@playwright/test";
+import { privateKeyToAccount } from "viem/accounts";
+import { ZERO_ADDRESS, getChannel } from "../src/sdk/index.ts";
+import { DEV } from "../test/support/chain.ts";
+import { clientUrl, expect, test } from "./fixtures.ts";
+
+/** The voucher signer the page keeps in IndexedDB, read the way the page reads it. */
+async function storedSigner(page: Page): Promise<{ address: string; privateKey: `0x${string}` }[]> {
+  return page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const open = indexedDB.open("piecework");
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const get = open.result.transaction("signers").objectStore("signers").getAll();
+          get.onsuccess = () => resolve(get.result);
+          get.onerror = () => reject(get.error);
+        };
+      }),
+  );
+}
+
+async function openChannel(page: Page, symbol: string, amount: string) {
+  await page.getByLabel("Token").selectOption({ label: symbol });
+  await page.getByLabel(/^Deposit/).fill(amount);
+  await page.getByRole("button", { name: /^(Open channel|Open with permit)/ }).click();
+  await expect(page.getByTestId("txs").locator("li").first()).toHaveAttribute("data-status", "confirmed");
+}
+
+test("a client opens an ETH and a permit stablecoin channel from the page; the wallet sees only those prompts; a reload keeps everything", async ({ page, chain, site, wallet }) => {
+  const sent: string[] = [];
+  page.on("request", (r) => sent.push(`${r.url()} ${r.postData() ?? ""}`));
+  await page.goto(clientUrl(site, chain));
+  await expect(page.getByTestId("service-error")).toContainText("is not answering");
+  await page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
+  await expect(page.getByTestId("wallet-account")).toContainText(DEV.client.slice(0, 8));
+  await expect(page.getByTestId("balance-TUSD")).toContainText("1,000 TUSD");
+
+  await openChannel(page, "ETH", "0.05");
+  await openChannel(page, "TUSD", "25");
+  await expect(page.getByTestId("channel")).toHaveCount(2);
+
+  // One connect, two transactions, one permit signature: nothing else asked of the person.
+  expect(wallet.prompts()).toEqual({ eth_requestAccounts: 1, eth_sendTransaction: 2, eth_signTypedData_v4: 1 });
+
+  const [signer] = await storedSigner(page);
+  expect(signer).toBeDefined();
+  expect(privateKeyToAccount(signer!.privateKey).address).toBe(signer!.address);
+  await expect(page.getByTestId("voucher-signer")).toContainText(signer!.address.slice(0, 8));
+  const ids = await page.getByTestId("channel").evaluateAll((els) => els.map((e) => e.getAttribute("data-channel-id")!));
+  const onchain = await Promise.all(ids.map((id) => getChannel(chain.public, { contract: chain.contract, channelId: id as `0x${string}` })));
+  expect(onchain.map((c) => [c.token, c.deposit, c.voucherSigner, c.payer, c.payee, c.status])).toEqual([
+    [ZERO_ADDRESS, 5n * 10n ** 16n, signer!.address, DEV.client, DEV.freelancer, "open"],
+    [chain.stablecoin, 25_000_000n, signer!.address, DEV.client, DEV.freelancer, "open"],
+  ]);
+  // The key never left the page: not in a wallet request, not in any HTTP request.
+  const secret = signer!.privateKey.slice(2).toLowerCase();
+  expect(JSON.stringify(wallet.requests).toLowerCase()).not.toContain(secret);
+  expect(sent.join("\n").toLowerCase()).not.toContain(secret);
+
+  const before = wallet.requests.length;
+  await page.reload();
+  await expect(page.getByTestId("channel")).toHaveCount(2);
+  await expect(page.getByTestId("channel").first().getByTestId("deposit")).toHaveText("0.05 ETH");
+  await expect(page.getByTestId("channel").nth(1).getByTestId("deposit")).toHaveText("25 TUSD");
+  expect((await storedSigner(page)).map((s) => s.address)).toEqual([signer!.address]);
+  expect(wallet.prompts(before)).toEqual({});
+
+  // Top up the ETH channel; start closing the stablecoin one.
+  const eth = page.getByTestId("channel").first();
+  await eth.getByLabel(/^Top up/).fill("0.01");
+  await eth.getByRole("button", { name: "Top up" }).click();
+  await expect(eth.getByTestId("deposit")).toHaveText("0.06 ETH");
+  const usd = page.getByTestId("channel").nth(1);
+  await usd.getByRole("button", { name: "Start closing without the freelancer" }).click();
+  await expect(usd.getByTestId("status")).toHaveText("closing");
+  await expect(usd.getByTestId("countdown")).toContainText(/in (59 min|1 h)/);
+  await expect(usd.getByRole("button", { name: /Settle/ })).toBeDisabled();
+  expect(wallet.prompts()).toEqual({ eth_requestAccounts: 1, eth_sendTransaction: 4, eth_signTypedData_v4: 1 });
+});
