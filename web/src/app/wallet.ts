@@ -69,6 +69,11 @@ export async function currentChainId(provider: Eip1193Provider): Promise<number>
 
 export type AddChainParameters = { chainName: string; rpcUrls: string[]; nativeCurrency: { name: string; symbol: string; decimals: number } };
 
+/** What `wallet_addEthereumChain` needs for a network this page knows only by id and RPC URL. */
+export function addChain(chainId: number, rpcUrl: string): AddChainParameters {
+  return { chainName: `Chain ${chainId}`, rpcUrls: [rpcUrl], nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 } };
+}
+
 /** Asks the wallet to switch to `chainId`; adds the network first when the wallet does not know it and `add` is given. */
 export async function switchChain(provider: Eip1193Provider, chainId: number, add?: AddChainParameters): Promise<void> {
   const hex = `0x${chainId.toString(16)}`;

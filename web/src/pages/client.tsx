@@ -11,6 +11,7 @@ import * as db from "../app/db.ts";
 import { linkTerms, serviceUrl } from "../app/config.ts";
 import { Addr, Amount, Countdown, Notice, TxList, useChainClock, useTxs } from "../app/ui.tsx";
 import { type WalletState, WalletBar, useWallet } from "../app/useWallet.tsx";
+import { addChain } from "../app/wallet.ts";
 import {
   type AccessProvider,
   type OnchainChannel,
@@ -48,6 +49,7 @@ type Terms = {
   payee: Address;
   minChallengePeriod: bigint;
   tokens: { address: Address; minDeposit: bigint; symbol: string; decimals: number }[];
+  rpcUrl: string | null;
   source: "service" | "saved" | "link";
 };
 
@@ -63,6 +65,7 @@ async function loadTerms(): Promise<{ terms: Terms | null; serviceError: string 
       payee: info.payees[0]!,
       minChallengePeriod: info.minChallengePeriod,
       tokens: info.tokens.map((t) => ({ address: t.address, minDeposit: t.minDeposit, symbol: t.symbol, decimals: t.decimals })),
+      rpcUrl: info.rpcUrl ?? linkTerms()?.rpcUrl ?? null,
       source: "service",
     };
     await db.putMeta(`terms:${service}`, terms);
@@ -80,6 +83,7 @@ async function loadTerms(): Promise<{ terms: Terms | null; serviceError: string 
           payee: link.payee,
           minChallengePeriod: 3600n,
           tokens: [ZERO_ADDRESS, ...link.tokens].map((address) => ({ address, minDeposit: 1n, symbol: "", decimals: 18 })),
+          rpcUrl: link.rpcUrl,
           source: "link",
         },
         serviceError: message,
@@ -141,7 +145,7 @@ function App() {
         </Notice>
       ) : null}
       {loading ? <p>Loading the freelancer's terms…</p> : null}
-      <WalletBar state={wallet} expectedChainId={terms?.chainId ?? null} role="client" />
+      <WalletBar state={wallet} expectedChainId={terms?.chainId ?? null} role="client" {...(terms?.rpcUrl ? { add: addChain(terms.chainId, terms.rpcUrl) } : {})} />
       {terms ? <Client terms={terms} wallet={wallet} serviceUp={serviceError === null} onServiceError={setServiceError} /> : null}
     </main>
   );

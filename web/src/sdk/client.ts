@@ -31,6 +31,8 @@ export type ServiceInfo = {
   payees: Address[];
   minChallengePeriod: bigint;
   tokens: AcceptedToken[];
+  /** A public RPC URL of the chain, for wallets that must add the network (optional, web/SERVICE-NEEDS.md). */
+  rpcUrl: string | null;
 };
 
 export type ServiceChannel = {
@@ -558,7 +560,9 @@ function parseInfo(body: unknown): ServiceInfo {
     const tokens = field(body, "tokens");
     if (!Array.isArray(tokens)) throw invalid("tokens", "a list");
     const version = field(body, "version");
+    const rpcUrl = field(body, "rpc_url");
     return {
+      rpcUrl: typeof rpcUrl === "string" && /^https?:\/\//.test(rpcUrl) ? rpcUrl : null,
       version: typeof version === "string" ? version : "",
       chainId,
       contract: parseAddress(field(body, "contract"), "contract"),
