@@ -41,6 +41,7 @@ import {
   startClose,
   tokenInfo,
   topUp,
+  InputError,
 } from "../sdk/index.ts";
 
 type Terms = {
@@ -285,12 +286,13 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
   const open = (token: Address, amountText: string, periodText: string) =>
     guard(async () => {
       const info = tokens[token];
-      if (!info) throw new Error("Choose a token.");
+      if (!info) throw new InputError("Choose a token.");
       const amount = parseAmount(amountText, info.decimals, info.symbol);
-      if (amount < info.minDeposit) throw new Error(`The freelancer takes at least ${formatAmount(info.minDeposit, info.decimals, { symbol: info.symbol })}.`);
-      if (amount > info.balance) throw new Error(`Your balance is ${formatAmount(info.balance, info.decimals, { symbol: info.symbol })}, less than ${amountText} ${info.symbol}.`);
-      const period = BigInt(periodText);
-      if (period < terms.minChallengePeriod) throw new Error(`The freelancer requires a challenge period of at least ${terms.minChallengePeriod} seconds.`);
+      if (amount < info.minDeposit) throw new InputError(`The freelancer takes at least ${formatAmount(info.minDeposit, info.decimals, { symbol: info.symbol })}.`);
+      if (amount > info.balance) throw new InputError(`Your balance is ${formatAmount(info.balance, info.decimals, { symbol: info.symbol })}, less than ${amountText} ${info.symbol}.`);
+      if (!/^\d{1,10}$/.test(periodText.trim())) throw new InputError("The challenge period is a whole number of seconds.");
+      const period = BigInt(periodText.trim());
+      if (period < terms.minChallengePeriod) throw new InputError(`The freelancer requires a challenge period of at least ${terms.minChallengePeriod} seconds.`);
       const s = await ensureSigner();
       const salt = randomSalt();
       const id = computeChannelId({ payer: account, payee: terms.payee, token, salt });
@@ -318,8 +320,8 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
 
   const pay = (v: ChannelView, tasks: Task[]) =>
     guard(async () => {
-      if (!localSigner || !access) throw new Error("This browser has no voucher signer for this channel.");
-      if (!props.serviceUp) throw new Error("The freelancer's service is not answering; payments wait until it is back.");
+      if (!localSigner || !access) throw new InputError("This browser has no voucher signer for this channel.");
+      if (!props.serviceUp) throw new InputError("The freelancer's service is not answering; payments wait until it is back.");
       const id = v.record.channelId;
       await navigator.locks.request(`piecework-pay-${id}`, async () => {
         const record = (await db.getChannel(id))!;
@@ -347,7 +349,7 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
     guard(async () => {
       const info = tokens[v.record.token]!;
       const amount = parseAmount(amountText, info.decimals, info.symbol);
-      if (amount <= 0n) throw new Error("The amount must be more than 0.");
+      if (amount <= 0n) throw new InputError("The amount must be more than 0.");
       if (v.record.token !== ZERO_ADDRESS) {
         await track(`Approve ${info.symbol} for the top-up`, reader, async () => {
           let sent: Hex | null = null;
@@ -365,7 +367,7 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
 
   const closeCooperatively = (v: ChannelView) =>
     guard(async () => {
-      if (!localSigner || !access) throw new Error("This browser has no voucher signer for this channel.");
+      if (!localSigner || !access) throw new InputError("This browser has no voucher signer for this channel.");
       const id = v.record.channelId;
       const record = (await db.getChannel(id))!;
       const block = await reader.getBlock();
@@ -403,14 +405,19 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
 
   const importBackup = (file: File) =>
     guard(async () => {
-      const data = JSON.parse(await file.text());
-      if (data?.type !== "piecework-voucher-signer" || data.version !== 1) throw new Error("This file is not a Piecework signer backup.");
+      let data;
+      try {
+        data = JSON.parse(await file.text());
+      } catch {
+        throw new InputError("This file is not a Piecework signer backup (not JSON).");
+      }
+      if (data?.type !== "piecework-voucher-signer" || data.version !== 1) throw new InputError("This file is not a Piecework signer backup.");
       const key = privateKeyToAccount(data.privateKey as Hex);
       if (data.chainId !== terms.chainId || !isAddressEqual(data.contract, terms.contract) || !isAddressEqual(data.payer, account)) {
-        throw new Error("This backup belongs to another account, network or contract.");
+        throw new InputError("This backup belongs to another account, network or contract.");
       }
       const kept = await db.putSignerOnce({ key: db.signerKey(terms.chainId, terms.contract, account), address: key.address, privateKey: data.privateKey, createdAt: Date.now() });
-      if (!isAddressEqual(kept.address, key.address)) throw new Error("This browser already has a different signer for this account; it was kept.");
+      if (!isAddressEqual(kept.address, key.address)) throw new InputError("This browser already has a different signer for this account; it was kept.");
       for (const c of data.channels as { channelId: Hex; payee: Address; token: Address; salt: Hex; service: string; cumulative: string; highestSigned: string }[]) {
         if ((await db.getChannel(c.channelId)) === undefined) {
           await db.putChannel({ channelId: c.channelId, chainId: terms.chainId, contract: terms.contract, payer: account, payee: c.payee, token: c.token, salt: c.salt, voucherSigner: key.address, openTx: null, cumulative: BigInt(c.cumulative), highestSigned: BigInt(c.highestSigned), pending: null, service: c.service, createdAt: Date.now() });

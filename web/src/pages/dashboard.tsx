@@ -22,6 +22,7 @@ import {
   formatAmount,
   parseAmount,
   plainMessage,
+  InputError,
 } from "../sdk/index.ts";
 
 const TOKEN_KEY = "piecework-operator-token";
@@ -175,7 +176,7 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
 
   const estimateClaims = () =>
     guard(async () => {
-      if (!wallet.reader || !wallet.account || !info) throw new Error("Connect your wallet on the service's network first.");
+      if (!wallet.reader || !wallet.account || !info) throw new InputError("Connect your wallet on the service's network first.");
       const gas = await estimateClaimMany(wallet.reader, { contract: info.contract, account: wallet.account, claims });
       const price = await wallet.reader.getGasPrice();
       setEstimate({ gas, cost: gas * price, ids: claimIds });
@@ -183,7 +184,7 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
 
   const sendClaims = () =>
     guard(async () => {
-      if (!wallet.reader || !wallet.wallet || !info) throw new Error("Connect your wallet on the service's network first.");
+      if (!wallet.reader || !wallet.wallet || !info) throw new InputError("Connect your wallet on the service's network first.");
       await track(`Claim ${claims.length} channel${claims.length === 1 ? "" : "s"} in one transaction`, wallet.reader, () => claimMany(wallet.wallet!, wallet.reader!, { contract: info.contract, claims }));
       setSelected(new Set());
       setEstimate(null);
@@ -192,8 +193,8 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
 
   const close = (c: ServiceChannel) =>
     guard(async () => {
-      if (!wallet.reader || !wallet.wallet || !info) throw new Error("Connect your wallet on the service's network first.");
-      if (wallet.account?.toLowerCase() !== c.payee.toLowerCase()) throw new Error(`Only the freelancer's account ${c.payee} can close by payee; switch accounts in your wallet.`);
+      if (!wallet.reader || !wallet.wallet || !info) throw new InputError("Connect your wallet on the service's network first.");
+      if (wallet.account?.toLowerCase() !== c.payee.toLowerCase()) throw new InputError(`Only the freelancer's account ${c.payee} can close by payee; switch accounts in your wallet.`);
       await track("Close by payee", wallet.reader, () =>
         closeByPayee(wallet.wallet!, wallet.reader!, { contract: info.contract, channelId: c.channelId, cumulativeAmount: c.latest?.cumulativeAmount ?? 0n, payerSignature: c.latest?.signature ?? "0x" }),
       );

@@ -9,7 +9,7 @@ import type { Address } from "viem";
 import { linkTerms, serviceUrl } from "../app/config.ts";
 import { Addr, Amount, Countdown, Notice, TxList, useChainClock, useTxs } from "../app/ui.tsx";
 import { WalletBar, useWallet } from "../app/useWallet.tsx";
-import { type OnchainChannel, type TokenInfo, PieceworkClient, getChannel, parseAddress, parseBytes32, plainMessage, settle, tokenInfo } from "../sdk/index.ts";
+import { type OnchainChannel, InputError, type TokenInfo, PieceworkClient, getChannel, parseAddress, parseBytes32, plainMessage, settle, tokenInfo } from "../sdk/index.ts";
 
 function App() {
   const link = linkTerms();
@@ -43,11 +43,11 @@ function App() {
       const channelId = parseBytes32(id.trim(), "channel id");
       if (chainId === null && wallet.chainId !== null) setChainId(wallet.chainId);
       const reader = wallet.reader;
-      if (!reader) throw new Error("Connect a wallet on the channel's network to read the chain.");
+      if (!reader) throw new InputError("Connect a wallet on the channel's network to read the chain.");
       const block = await reader.getBlock();
       anchor(block.timestamp);
       const c = await getChannel(reader, { contract: address, channelId });
-      if (c.status === "none") throw new Error("No channel with this id exists on this contract.");
+      if (c.status === "none") throw new InputError("No channel with this id exists on this contract.");
       setChannel(c);
       setToken(c.status === "closed" ? null : await tokenInfo(reader, c.token));
     } catch (e) {
