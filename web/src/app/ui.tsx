@@ -6,9 +6,11 @@ import { type Reader, formatAmount, plainMessage, toPieceworkError, waitForTrans
 
 export function Amount(props: { value: bigint; decimals: number; symbol: string }) {
   const exact = formatAmount(props.value, props.decimals, { symbol: props.symbol });
+  // Short form for large balances; tiny amounts stay exact rather than collapse to "0…".
+  const tiny = props.decimals > 6 && (props.value < 0n ? -props.value : props.value) < 10n ** BigInt(props.decimals - 6);
   return (
     <span class="amount" title={exact}>
-      {formatAmount(props.value, props.decimals, { symbol: props.symbol, maxFractionDigits: 6 })}
+      {tiny ? exact : formatAmount(props.value, props.decimals, { symbol: props.symbol, maxFractionDigits: 6 })}
     </span>
   );
 }

@@ -489,6 +489,7 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
             token={tokens[v.record.token]}
             chainNow={chainNow}
             hasSigner={localSigner !== null && isAddressEqual(localSigner.address, v.record.voucherSigner)}
+            serviceUp={props.serviceUp}
             onPay={(tasks) => pay(v, tasks)}
             onTopUp={(amount) => doTopUp(v, amount)}
             onCloseCooperatively={() => closeCooperatively(v)}
@@ -580,6 +581,7 @@ function ChannelCard(props: {
   token: (TokenInfo & { balance: bigint }) | undefined;
   chainNow: () => bigint;
   hasSigner: boolean;
+  serviceUp: boolean;
   onPay: (tasks: Task[]) => Promise<void>;
   onTopUp: (amount: string) => Promise<void>;
   onCloseCooperatively: () => Promise<void>;
@@ -637,7 +639,7 @@ function ChannelCard(props: {
         <>
           <h4>Tasks requested by the freelancer</h4>
           {view.taskError ? <Notice kind="error">{view.taskError}</Notice> : null}
-          {view.tasks === null && !view.taskError ? <p>Loading tasks…</p> : null}
+          {view.tasks === null && !view.taskError ? <p>{props.serviceUp ? "Loading tasks…" : "Tasks appear when the freelancer's service answers."}</p> : null}
           {view.tasks !== null && requested.length === 0 ? <p>No task waiting for payment.</p> : null}
           {requested.length > 0 ? (
             <ul class="tasks" data-testid="tasks">
