@@ -202,10 +202,11 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
 
   const exportCsv = (list: ServiceChannel[]) =>
     guard(async () => {
-      const rows: (string | null)[][] = [];
+      const rows: (string | bigint | null)[][] = [];
       for (const c of list) {
         for (const r of await api.operatorReceipts(c.channelId)) {
-          rows.push([c.channelId, String(r.created_at ?? ""), r.task_id === null ? null : String(r.task_id ?? ""), String(r.task_hash ?? r.task_id ?? ""), String(r.amount ?? ""), String(r.cumulative_amount ?? ""), String(r.signature ?? ""), r.claim_tx ? String(r.claim_tx) : null]);
+          const time = r.createdAt === null ? null : new Date(r.createdAt * 1000).toISOString();
+          rows.push([c.channelId, time, r.task, r.taskId, r.amount, r.cumulativeAmount, r.signature, r.claimTx]);
         }
       }
       const csv = toCsv(["channel_id", "time", "task_id", "task_hash", "amount", "cumulative_amount", "receipt_signature", "claim_transaction"], rows);

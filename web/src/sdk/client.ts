@@ -60,6 +60,8 @@ export type Task = {
   receipt: ReceiptData | null;
 };
 
+export type OperatorReceipt = ReceiptData & { task: string | null; createdAt: number | null; claimTx: Hex | null };
+
 /** What the payer side knows about its channel: enough to sign and to verify. */
 export type PayerChannel = {
   domain: PieceworkDomain;
@@ -460,12 +462,35 @@ export class PieceworkClient {
     return all;
   }
 
-  /** Operator receipts of one channel with task id strings (for CSV export). */
-  async operatorReceipts(channelId: Hex): Promise<Record<string, unknown>[]> {
-    const { body } = await this.#request("GET", `/v1/channels/${parseBytes32(channelId, "channel id")}/receipts`, { authorization: this.#operator() });
-    const list = field(body, "receipts");
-    if (!Array.isArray(list)) throw invalid("receipts", "a list");
-    return list as Record<string, unknown>[];
+  /**
+   * Every receipt of one channel as the operator sees it, all pages: the protocol's fields plus
+   * `task` (the task id string), `created_at` and `claim_tx` (web/SERVICE-NEEDS.md), for CSV.
+   */
+  async operatorReceipts(channelId: Hex): Promise<OperatorReceipt[]> {
+    const id = parseBytes32(channelId, "channel id");
+    const all: OperatorReceipt[] = [];
+    let after: string | null = null;
+    for (let page = 0; page < PAGE_LIMIT_GUARD; page++) {
+      const { body } = await this.#request("GET", `/v1/channels/${id}/receipts${after ? `?after=${after}` : ""}`, { authorization: this.#operator() });
+      const list = field(body, "receipts");
+      if (!Array.isArray(list)) throw invalid("receipts", "a list");
+      for (const raw of list) {
+        const receipt = parseReceipt(raw);
+        const task = field(raw, "task");
+        const createdAt = field(raw, "created_at");
+        const claimTx = field(raw, "claim_tx");
+        all.push({
+          ...receipt,
+          task: typeof task === "string" ? task : null,
+          createdAt: typeof createdAt === "number" ? createdAt : null,
+          claimTx: typeof claimTx === "string" && /^0x[0-9a-fA-F]{64}$/.test(claimTx) ? (claimTx as Hex) : null,
+        });
+      }
+      const next = field(body, "next");
+      if (next === null || next === undefined) break;
+      after = parseUint(next, "next").toString();
+    }
+    return all;
   }
 
   /** Opens the operator event stream (`GET /v1/events`, SERVICE-NEEDS.md) with the bearer token in a header. */
