@@ -116,6 +116,18 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
 
   useEffect(() => void load(), [load]);
 
+  // Events can come in bursts (hundreds of payments a second): reload the list at most once a second.
+  const reloadSoon = useMemo(() => {
+    let timer: number | null = null;
+    return () => {
+      if (timer !== null) return;
+      timer = window.setTimeout(() => {
+        timer = null;
+        void load();
+      }, 1000);
+    };
+  }, [load]);
+
   // Live updates: one long-lived SSE response; reconnects with backoff when it drops.
   useEffect(() => {
     const abort = new AbortController();
@@ -132,9 +144,12 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
               const p = { channelId: String(d.channel_id), taskId: String(d.task_id), amount: BigInt(String(d.amount)), cumulative: BigInt(String(d.cumulative_amount)), at: Date.now() };
               setPayments((list) => [p, ...list].slice(0, 200));
               setChannels((list) => list.map((c) => (c.channelId === p.channelId.toLowerCase() ? { ...c, latest: { cumulativeAmount: p.cumulative, signature: c.latest?.signature ?? null } } : c)));
-              void load();
-            } else if (event.type === "channel") {
-              void load();
+              reloadSoon();
+            } else if (event.type === "channel" || event.type === "task") {
+              reloadSoon();
+            } else if (event.type === "snapshot") {
+              reloadSoon();
+              if (d.watchtower) setWatchtower(d.watchtower as Watchtower);
             } else if (event.type === "watchtower") {
               setWatchtower(d as unknown as Watchtower);
             }
@@ -153,7 +168,7 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
     };
     void connect();
     return () => abort.abort();
-  }, [api, load]);
+  }, [api, reloadSoon]);
 
   const tokenOf = (address: Address) => info?.tokens.find((t) => t.address.toLowerCase() === address.toLowerCase()) ?? { symbol: "?", decimals: 18 };
   const claimable = channels.filter((c) => c.latest?.signature && c.latest.cumulativeAmount > c.claimed && (c.status === "open" || c.status === "closing"));
