@@ -1,5 +1,6 @@
 /**
- * Fixtures of the browser suite: a real anvil with the contracts (per test file), the built
+ * Fixtures of the browser suite: a real anvil with the contracts (one per worker, reverted to
+ * the deployed state after every test), the built
  * pages served over HTTP, a test wallet per browser context, and, when the v2 payee service is
  * available (phase 2), a real `piecework serve` serving the pages at `/`.
  */
@@ -93,7 +94,7 @@ export async function startService(chain: Chain): Promise<ServiceAvailability> {
 }
 
 type WorkerFixtures = { chain: Chain; site: { url: string } };
-type TestFixtures = { wallet: TestWallet; walletAccount: string; walletChainId: number | null };
+type TestFixtures = { wallet: TestWallet; walletAccount: string; walletChainId: number | null; isolatedChain: void };
 
 export const test = base.extend<TestFixtures, WorkerFixtures>({
   chain: [
@@ -111,6 +112,15 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
       await site.close();
     },
     { scope: "worker" },
+  ],
+  // Every test starts from the freshly deployed state: snapshot before, revert after.
+  isolatedChain: [
+    async ({ chain }, use) => {
+      const id = await chain.test.snapshot();
+      await use();
+      await chain.test.revert({ id });
+    },
+    { auto: true },
   ],
   walletAccount: [DEV.client, { option: true }],
   walletChainId: [null, { option: true }],
