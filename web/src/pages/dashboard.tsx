@@ -237,7 +237,7 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
   return (
     <>
       <div class="row">
-        <span class={`live ${live}`} data-testid="live" role="status">
+        <span class="live" data-state={live} data-testid="live" role="status">
           Live updates: {live}
         </span>
         <button type="button" onClick={props.onSignOut}>
@@ -447,7 +447,7 @@ function RequestForm(props: {
           <input name="task-id" value={taskId} onInput={(e) => setTaskId(e.currentTarget.value)} required maxLength={256} />
         </label>
         <label>
-          Amount ({t?.symbol})
+          {t ? `Amount (${t.symbol})` : "Amount"}
           <input name="task-amount" inputMode="decimal" value={amount} onInput={(e) => setAmount(e.currentTarget.value)} required />
         </label>
         <label>
