@@ -14,7 +14,7 @@ const FILE = join(ROOT, "tests/vectors/protocol_v2.json");
 const missing = !existsSync(FILE);
 
 type Case = { type: MessageType; signer: string; message: Record<string, string>; task_id?: string; digest: Hex; signature: Hex };
-type Vectors = { domain: { name: string; version: string; chainId: number | string; verifyingContract: string }; keys: Record<string, Hex>; cases: Case[] };
+type Vectors = { domain: { name: string; version: string; chainId: number | string; verifyingContract: string }; keys: Record<string, Hex>; addresses?: Record<string, string>; cases: Case[] };
 
 function typedMessage<T extends MessageType>(type: T, raw: Record<string, string>): MessageOf[T] {
   const out: Record<string, unknown> = {};
@@ -43,6 +43,9 @@ test(
     assert.equal(vectors.domain.name, "PaymentChannels");
     assert.equal(vectors.domain.version, "2");
     const domain = pieceworkDomain(BigInt(vectors.domain.chainId), parseAddress(vectors.domain.verifyingContract));
+    for (const [role, address] of Object.entries(vectors.addresses ?? {})) {
+      assert.equal(privateKeyToAccount(vectors.keys[role]!).address, parseAddress(address), `address of ${role}`);
+    }
     const types = new Set(vectors.cases.map((c) => c.type));
     for (const type of Object.keys(pieceworkTypes)) assert.ok(types.has(type as MessageType), `the vectors cover ${type}`);
     for (const [i, c] of vectors.cases.entries()) {
