@@ -56,6 +56,7 @@ test("client pays three requested tasks with zero wallet prompts; the dashboard 
   await client.page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
   await open(client.page, "ETH", "0.05");
   await open(client.page, "TUSD", "25");
+  await expect(client.page.getByTestId("channel")).toHaveCount(2);
   const afterOpen = client.wallet.requests.length;
   expect(client.wallet.prompts()).toEqual({ eth_requestAccounts: 1, eth_sendTransaction: 2, eth_signTypedData_v4: 1 });
   const [ethId, usdId] = (await client.page.getByTestId("channel").evaluateAll((els) => els.map((e) => e.getAttribute("data-channel-id")!))) as `0x${string}`[];
@@ -135,6 +136,7 @@ test("a reload and a second tab keep everything; the service down shows a clear 
   await client.page.goto(`${service.url}/`);
   await client.page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
   await open(client.page, "ETH", "0.02");
+  await expect(client.page.getByTestId("channel")).toHaveCount(1);
   const [id] = (await client.page.getByTestId("channel").evaluateAll((els) => els.map((e) => e.getAttribute("data-channel-id")!))) as `0x${string}`[];
   const operator = { authorization: `Bearer ${service.operatorToken}`, "content-type": "application/json" };
   for (const [taskId, amount] of [["a", "1000"], ["b", "2000"]]) {

@@ -69,6 +69,7 @@ for (const [page, { html, title }] of Object.entries(PAGES)) {
 <meta http-equiv="Content-Security-Policy" content="default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' https: http://127.0.0.1:* http://localhost:*; object-src 'none'; base-uri 'none'; form-action 'none'">
 <meta name="referrer" content="no-referrer">
 <title>${title}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="./assets/style.css">
 <script type="module" src="${src}"></script>
 </head>

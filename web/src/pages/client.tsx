@@ -26,6 +26,7 @@ import {
   approveIfNeeded,
   balanceOf,
   channelId as computeChannelId,
+  closedSplit,
   cooperativeClose,
   createAccess,
   formatAmount,
@@ -109,6 +110,8 @@ function cachedTokenInfo(reader: Reader, token: Address): Promise<TokenInfo> {
 type ChannelView = {
   record: db.ChannelRecord;
   chain: OnchainChannel | null;
+  /** For a closed channel: what each side got (from its ChannelClosed event). */
+  split: { payeeTotal: bigint; payerRefund: bigint } | null;
   receipts: db.StoredReceipt[];
   tasks: Task[] | null;
   taskError: string | null;
@@ -190,7 +193,12 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
         const views: ChannelView[] = [];
         for (const r of records) {
           const chain = await getChannel(reader, { contract: terms.contract, channelId: r.channelId });
-          views.push({ record: r, chain: chain.status === "none" ? null : chain, receipts: await db.receiptsOf(r.channelId), tasks: null, taskError: null });
+          let split = null;
+          if (chain.status === "closed") {
+            const opened = r.openTx ? await reader.getTransactionReceipt({ hash: r.openTx }).catch(() => null) : null;
+            split = await closedSplit(reader, { contract: terms.contract, channelId: r.channelId, ...(opened ? { fromBlock: opened.blockNumber } : {}) });
+          }
+          views.push({ record: r, chain: chain.status === "none" ? null : chain, split, receipts: await db.receiptsOf(r.channelId), tasks: null, taskError: null });
         }
         if (stale) return;
         setTokens(infos);
@@ -612,28 +620,7 @@ function ChannelCard(props: {
       <h3>
         {symbol} channel <Addr value={view.record.channelId} label="channel id" />
       </h3>
-      <dl class="facts">
-        <dt>Status</dt>
-        <dd data-testid="status">{status}</dd>
-        <dt>Deposit</dt>
-        <dd data-testid="deposit">{c ? <Amount value={c.deposit} decimals={decimals} symbol={symbol} /> : "—"}</dd>
-        <dt>Paid</dt>
-        <dd data-testid="paid">
-          <Amount value={view.record.cumulative} decimals={decimals} symbol={symbol} />
-        </dd>
-        <dt>Left</dt>
-        <dd>{c ? <Amount value={c.deposit - view.record.cumulative} decimals={decimals} symbol={symbol} /> : "—"}</dd>
-        <dt>Claimed by the freelancer</dt>
-        <dd>{c ? <Amount value={c.claimed} decimals={decimals} symbol={symbol} /> : "—"}</dd>
-        {c?.status === "closing" ? (
-          <>
-            <dt>Settle possible</dt>
-            <dd>
-              {new Date(Number(c.closesAt) * 1000).toLocaleString()} (<Countdown until={c.closesAt} chainNow={props.chainNow} />)
-            </dd>
-          </>
-        ) : null}
-      </dl>
+      <ChannelFacts view={view} status={status} decimals={decimals} symbol={symbol} chainNow={props.chainNow} />
       {!props.hasSigner && c?.status === "open" ? <Notice kind="warn">This browser does not hold this channel's payment key; restore your backup to pay from it.</Notice> : null}
       {c?.status === "open" ? (
         <>
@@ -718,6 +705,53 @@ function ChannelCard(props: {
         </table>
       </details>
     </article>
+  );
+}
+
+/** The channel's numbers: live ones from getChannel, or a closed channel's final split. */
+function ChannelFacts(props: { view: ChannelView; status: string; decimals: number; symbol: string; chainNow: () => bigint }) {
+  const { view, status, decimals, symbol } = props;
+  const c = view.chain;
+  const amount = (value: bigint) => <Amount value={value} decimals={decimals} symbol={symbol} />;
+  if (c?.status === "closed") {
+    return (
+      <dl class="facts">
+        <dt>Status</dt>
+        <dd data-testid="status">{status}</dd>
+        <dt>Paid through receipts</dt>
+        <dd data-testid="paid">{amount(view.record.cumulative)}</dd>
+        {view.split ? (
+          <>
+            <dt>The freelancer received</dt>
+            <dd data-testid="payee-total">{amount(view.split.payeeTotal)}</dd>
+            <dt>Refunded to you</dt>
+            <dd data-testid="refund">{amount(view.split.payerRefund)}</dd>
+          </>
+        ) : null}
+      </dl>
+    );
+  }
+  return (
+    <dl class="facts">
+      <dt>Status</dt>
+      <dd data-testid="status">{status}</dd>
+      <dt>Deposit</dt>
+      <dd data-testid="deposit">{c ? amount(c.deposit) : "—"}</dd>
+      <dt>Paid</dt>
+      <dd data-testid="paid">{amount(view.record.cumulative)}</dd>
+      <dt>Left</dt>
+      <dd>{c ? amount(c.deposit - view.record.cumulative) : "—"}</dd>
+      <dt>Claimed by the freelancer</dt>
+      <dd>{c ? amount(c.claimed) : "—"}</dd>
+      {c?.status === "closing" ? (
+        <>
+          <dt>Settle possible</dt>
+          <dd>
+            {new Date(Number(c.closesAt) * 1000).toLocaleString()} (<Countdown until={c.closesAt} chainNow={props.chainNow} />)
+          </dd>
+        </>
+      ) : null}
+    </dl>
   );
 }
 

@@ -169,6 +169,19 @@ export async function getChannel(reader: Reader, parameters: { contract: Address
   };
 }
 
+/**
+ * The final split of a closed channel from its `ChannelClosed` event (a closed channel's
+ * storage is cleared, so `getChannel` reads zeros). Null when no such event is found.
+ */
+export async function closedSplit(reader: Reader, p: { contract: Address; channelId: Hex; fromBlock?: bigint }): Promise<{ payeeTotal: bigint; payerRefund: bigint; transactionHash: Hex } | null> {
+  const logs = await guarded(() =>
+    reader.getContractEvents({ address: p.contract, abi: paymentChannelsAbi, eventName: "ChannelClosed", args: { channelId: p.channelId }, fromBlock: p.fromBlock ?? 0n, toBlock: "latest" }),
+  );
+  const log = logs.at(-1);
+  if (!log || log.args.payeeTotal === undefined || log.args.payerRefund === undefined) return null;
+  return { payeeTotal: log.args.payeeTotal, payerRefund: log.args.payerRefund, transactionHash: log.transactionHash };
+}
+
 export type OpenParameters = {
   contract: Address;
   payee: Address;
