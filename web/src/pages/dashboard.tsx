@@ -99,6 +99,8 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
   const [message, setMessage] = useState<string | null>(null);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [estimate, setEstimate] = useState<{ gas: bigint; cost: bigint; ids: string } | null>(null);
+  // What our own confirmed claims settled, until the service's watcher has mirrored them.
+  const [claimedHere, setClaimedHere] = useState<Map<string, bigint>>(new Map());
   const [txs, track] = useTxs();
   const wallet = useWallet(info?.chainId ?? null);
 
@@ -170,8 +172,12 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
     return () => abort.abort();
   }, [api, reloadSoon]);
 
+  const view = channels.map((c) => {
+    const mine = claimedHere.get(c.channelId);
+    return mine !== undefined && mine > c.claimed ? { ...c, claimed: mine } : c;
+  });
   const tokenOf = (address: Address) => info?.tokens.find((t) => t.address.toLowerCase() === address.toLowerCase()) ?? { symbol: "?", decimals: 18 };
-  const claimable = channels.filter((c) => c.latest?.signature && c.latest.cumulativeAmount > c.claimed && (c.status === "open" || c.status === "closing"));
+  const claimable = view.filter((c) => c.latest?.signature && c.latest.cumulativeAmount > c.claimed && (c.status === "open" || c.status === "closing"));
   const claims: Claim[] = claimable
     .filter((c) => selected.has(c.channelId))
     .map((c) => ({ channelId: c.channelId, cumulativeAmount: c.latest!.cumulativeAmount, payerSignature: c.latest!.signature! }));
@@ -201,6 +207,12 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
     guard(async () => {
       if (!wallet.reader || !wallet.wallet || !info) throw new InputError("Connect your wallet on the service's network first.");
       await track(`Claim ${claims.length} channel${claims.length === 1 ? "" : "s"} in one transaction`, wallet.reader, () => claimMany(wallet.wallet!, wallet.reader!, { contract: info.contract, claims }));
+      const next = new Map(claimedHere);
+      for (const claim of claims) {
+        const deposit = channels.find((c) => c.channelId === claim.channelId)?.deposit ?? claim.cumulativeAmount;
+        next.set(claim.channelId, claim.cumulativeAmount < deposit ? claim.cumulativeAmount : deposit);
+      }
+      setClaimedHere(next);
       setSelected(new Set());
       setEstimate(null);
       setMessage("Claimed.");
@@ -269,7 +281,7 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
             </tr>
           </thead>
           <tbody>
-            {channels.map((c) => {
+            {view.map((c) => {
               const t = tokenOf(c.token);
               const accepted = c.latest?.cumulativeAmount ?? 0n;
               const canClaim = claimable.includes(c);
