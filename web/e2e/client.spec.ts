@@ -6,6 +6,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { ZERO_ADDRESS, getChannel } from "../src/sdk/index.ts";
 import { DEV } from "../test/support/chain.ts";
 import { clientUrl, expect, test } from "./fixtures.ts";
+import { installWallet } from "./wallet.ts";
 
 /** The voucher signer the page keeps in IndexedDB, read the way the page reads it. */
 async function storedSigner(page: Page): Promise<{ address: string; privateKey: `0x${string}` }[]> {
@@ -80,4 +81,28 @@ test("a client opens an ETH and a permit stablecoin channel from the page; the w
   await expect(usd.getByTestId("countdown")).toContainText(/in (59 min|1 h)/);
   await expect(usd.getByRole("button", { name: /Settle/ })).toBeDisabled();
   expect(wallet.prompts()).toEqual({ eth_requestAccounts: 1, eth_sendTransaction: 4, eth_signTypedData_v4: 1 });
+});
+
+test("the payment key's backup restores it in another browser profile", async ({ page, chain, site, wallet, browser }) => {
+  await page.goto(clientUrl(site, chain));
+  await page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
+  await openChannel(page, "ETH", "0.02");
+  const [signer] = await storedSigner(page);
+  const download = page.waitForEvent("download");
+  await page.getByRole("button", { name: "Export backup" }).click();
+  const file = await (await download).path();
+
+  // A fresh profile (cleared browser data): no key, the channel unknown until the backup is restored.
+  const context = await browser.newContext();
+  await installWallet(context, { rpcUrl: chain.url, account: wallet.account, chainId: chain.chainId, realChainId: chain.chainId });
+  const fresh = await context.newPage();
+  await fresh.goto(clientUrl(site, chain));
+  await fresh.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
+  await expect(fresh.getByText("No channel yet.")).toBeVisible();
+  await fresh.getByLabel("Restore a backup").setInputFiles(file);
+  await expect(fresh.getByTestId("message")).toHaveText("Backup restored.");
+  await expect(fresh.getByTestId("channel")).toHaveCount(1);
+  await expect(fresh.getByTestId("channel").getByTestId("deposit")).toHaveText("0.02 ETH");
+  expect((await storedSigner(fresh)).map((s) => s.address)).toEqual([signer!.address]);
+  await context.close();
 });

@@ -8,20 +8,19 @@ import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 import { type Address, type Hex, isAddressEqual } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import * as db from "../app/db.ts";
-import { linkTerms, serviceUrl } from "../app/config.ts";
-import { Addr, Amount, Countdown, Notice, TxList, useChainClock, useTxs } from "../app/ui.tsx";
+import { serviceUrl } from "../app/config.ts";
+import { Addr, Amount, Notice, TxList, useChainClock, useTxs } from "../app/ui.tsx";
 import { type WalletState, WalletBar, useWallet } from "../app/useWallet.tsx";
 import { addChain } from "../app/wallet.ts";
 import {
   type AccessProvider,
-  type OnchainChannel,
   type PayerChannel,
-  type Reader,
   type Task,
   type TokenInfo,
-  ZERO_ADDRESS,
+  InputError,
   PieceworkClient,
   ServiceUnreachableError,
+  ZERO_ADDRESS,
   approveAndOpen,
   approveIfNeeded,
   balanceOf,
@@ -40,89 +39,21 @@ import {
   settle,
   signVoucher,
   startClose,
-  tokenInfo,
   topUp,
-  InputError,
 } from "../sdk/index.ts";
-
-type Terms = {
-  chainId: number;
-  contract: Address;
-  payee: Address;
-  minChallengePeriod: bigint;
-  tokens: { address: Address; minDeposit: bigint; symbol: string; decimals: number }[];
-  rpcUrl: string | null;
-  source: "service" | "saved" | "link";
-};
+import { readBackup, writeBackup } from "./client/backup.ts";
+import { type Terms, cachedTokenInfo, loadTerms } from "./client/terms.ts";
+import { type ChannelView, ChannelCard, OpenForm, SignerPanel } from "./client/views.tsx";
 
 const service = serviceUrl();
 const api = new PieceworkClient({ baseUrl: service });
-
-async function loadTerms(): Promise<{ terms: Terms | null; serviceError: string | null }> {
-  try {
-    const info = await api.info();
-    const terms: Terms = {
-      chainId: info.chainId,
-      contract: info.contract,
-      payee: info.payees[0]!,
-      minChallengePeriod: info.minChallengePeriod,
-      tokens: info.tokens.map((t) => ({ address: t.address, minDeposit: t.minDeposit, symbol: t.symbol, decimals: t.decimals })),
-      rpcUrl: info.rpcUrl ?? linkTerms()?.rpcUrl ?? null,
-      source: "service",
-    };
-    await db.putMeta(`terms:${service}`, terms);
-    return { terms, serviceError: null };
-  } catch (error) {
-    const message = plainMessage(error);
-    const saved = await db.getMeta<Terms>(`terms:${service}`);
-    if (saved) return { terms: { ...saved, source: "saved" }, serviceError: message };
-    const link = linkTerms();
-    if (link?.payee) {
-      return {
-        terms: {
-          chainId: link.chainId,
-          contract: link.contract,
-          payee: link.payee,
-          minChallengePeriod: 3600n,
-          tokens: [ZERO_ADDRESS, ...link.tokens].map((address) => ({ address, minDeposit: 1n, symbol: "", decimals: 18 })),
-          rpcUrl: link.rpcUrl,
-          source: "link",
-        },
-        serviceError: message,
-      };
-    }
-    return { terms: null, serviceError: message };
-  }
-}
-
-const tokenCache = new Map<Address, Promise<TokenInfo>>();
-/** Token metadata never changes: read it once per page. */
-function cachedTokenInfo(reader: Reader, token: Address): Promise<TokenInfo> {
-  let hit = tokenCache.get(token);
-  if (!hit) {
-    hit = tokenInfo(reader, token);
-    hit.catch(() => tokenCache.delete(token));
-    tokenCache.set(token, hit);
-  }
-  return hit;
-}
-
-type ChannelView = {
-  record: db.ChannelRecord;
-  chain: OnchainChannel | null;
-  /** For a closed channel: what each side got (from its ChannelClosed event). */
-  split: { payeeTotal: bigint; payerRefund: bigint } | null;
-  receipts: db.StoredReceipt[];
-  tasks: Task[] | null;
-  taskError: string | null;
-};
 
 function App() {
   const [terms, setTerms] = useState<Terms | null>(null);
   const [serviceError, setServiceError] = useState<string | null>(null);
   const [loading, setLoading] = useState(true);
   useEffect(() => {
-    void loadTerms().then(({ terms, serviceError }) => {
+    void loadTerms(api, service).then(({ terms, serviceError }) => {
       setTerms(terms);
       setServiceError(serviceError);
       setLoading(false);
@@ -392,18 +323,14 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
     guard(async () => {
       const s = await ensureSigner();
       const records = await db.channelsOf(terms.chainId, terms.contract, account);
-      const backup = {
-        type: "piecework-voucher-signer",
-        version: 1,
-        warning: "Anyone holding this file can sign payments from these channels up to their unclaimed deposits. Keep it private.",
+      const text = writeBackup({
         chainId: terms.chainId,
         contract: terms.contract,
         payer: account,
-        address: s.address,
-        privateKey: s.privateKey,
-        channels: records.map((r) => ({ channelId: r.channelId, payee: r.payee, token: r.token, salt: r.salt, service: r.service, cumulative: r.cumulative.toString(), highestSigned: r.highestSigned.toString() })),
-      };
-      const url = URL.createObjectURL(new Blob([JSON.stringify(backup, null, 2)], { type: "application/json" }));
+        signer: { address: s.address, privateKey: s.privateKey },
+        channels: records.map((r) => ({ channelId: r.channelId, payee: r.payee, token: r.token, salt: r.salt, service: r.service, cumulative: r.cumulative, highestSigned: r.highestSigned })),
+      });
+      const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
       const a = document.createElement("a");
       a.href = url;
       a.download = `piecework-signer-${s.address.slice(0, 10)}.json`;
@@ -413,22 +340,12 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
 
   const importBackup = (file: File) =>
     guard(async () => {
-      let data;
-      try {
-        data = JSON.parse(await file.text());
-      } catch {
-        throw new InputError("This file is not a Piecework signer backup (not JSON).");
-      }
-      if (data?.type !== "piecework-voucher-signer" || data.version !== 1) throw new InputError("This file is not a Piecework signer backup.");
-      const key = privateKeyToAccount(data.privateKey as Hex);
-      if (data.chainId !== terms.chainId || !isAddressEqual(data.contract, terms.contract) || !isAddressEqual(data.payer, account)) {
-        throw new InputError("This backup belongs to another account, network or contract.");
-      }
-      const kept = await db.putSignerOnce({ key: db.signerKey(terms.chainId, terms.contract, account), address: key.address, privateKey: data.privateKey, createdAt: Date.now() });
-      if (!isAddressEqual(kept.address, key.address)) throw new InputError("This browser already has a different signer for this account; it was kept.");
-      for (const c of data.channels as { channelId: Hex; payee: Address; token: Address; salt: Hex; service: string; cumulative: string; highestSigned: string }[]) {
+      const backup = readBackup(await file.text(), { chainId: terms.chainId, contract: terms.contract, payer: account });
+      const kept = await db.putSignerOnce({ key: db.signerKey(terms.chainId, terms.contract, account), ...backup.signer, createdAt: Date.now() });
+      if (!isAddressEqual(kept.address, backup.signer.address)) throw new InputError("This browser already has a different payment key for this account; it was kept.");
+      for (const c of backup.channels) {
         if ((await db.getChannel(c.channelId)) === undefined) {
-          await db.putChannel({ channelId: c.channelId, chainId: terms.chainId, contract: terms.contract, payer: account, payee: c.payee, token: c.token, salt: c.salt, voucherSigner: key.address, openTx: null, cumulative: BigInt(c.cumulative), highestSigned: BigInt(c.highestSigned), pending: null, service: c.service, createdAt: Date.now() });
+          await db.putChannel({ ...c, chainId: terms.chainId, contract: terms.contract, payer: account, voucherSigner: backup.signer.address, openTx: null, pending: null, createdAt: Date.now() });
         }
       }
       setSigner(kept);
@@ -515,244 +432,5 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
 }
 
 class Skip extends Error {}
-
-function SignerPanel(props: { signer: db.SignerRecord | null; onExport: () => void; onImport: (file: File) => void }) {
-  return (
-    <section aria-labelledby="signer-title">
-      <h2 id="signer-title">Payment key in this browser</h2>
-      {props.signer ? (
-        <p data-testid="voucher-signer">
-          Tasks are paid by the key <Addr value={props.signer.address} label="voucher signer" />, kept only in this browser. It can spend at most what is left unclaimed in your channels. Export a
-          backup in case this browser's data is cleared.
-        </p>
-      ) : (
-        <p>A payment key is created in this browser when you open your first channel.</p>
-      )}
-      <div class="row">
-        <button type="button" onClick={props.onExport} disabled={!props.signer}>
-          Export backup
-        </button>
-        <label class="file">
-          Restore a backup <input type="file" accept="application/json" onChange={(e) => e.currentTarget.files?.[0] && props.onImport(e.currentTarget.files[0])} />
-        </label>
-      </div>
-    </section>
-  );
-}
-
-function OpenForm(props: { tokens: (TokenInfo & { minDeposit: bigint })[]; minPeriod: bigint; onOpen: (token: Address, amount: string, period: string) => Promise<void> }) {
-  const [token, setToken] = useState<string>("");
-  const [amount, setAmount] = useState("");
-  const [period, setPeriod] = useState(String(props.minPeriod));
-  const [busy, setBusy] = useState(false);
-  const chosen = props.tokens.find((t) => t.address === token) ?? props.tokens[0];
-  return (
-    <section aria-labelledby="open-title">
-      <h2 id="open-title">Open a channel</h2>
-      <form
-        onSubmit={async (e) => {
-          e.preventDefault();
-          if (!chosen) return;
-          setBusy(true);
-          await props.onOpen(chosen.address, amount, period);
-          setBusy(false);
-        }}
-      >
-        <label>
-          Token
-          <select value={chosen?.address} onChange={(e) => setToken(e.currentTarget.value)} name="token">
-            {props.tokens.map((t) => (
-              <option key={t.address} value={t.address}>
-                {t.symbol}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Deposit ({chosen?.symbol})
-          <input name="amount" inputMode="decimal" autoComplete="off" value={amount} onInput={(e) => setAmount(e.currentTarget.value)} required />
-        </label>
-        <label>
-          Challenge period (seconds)
-          <input name="period" inputMode="numeric" value={period} onInput={(e) => setPeriod(e.currentTarget.value)} required pattern="[0-9]+" />
-        </label>
-        <button type="submit" disabled={busy || !chosen}>
-          {chosen && chosen.address !== ZERO_ADDRESS ? (chosen.permit ? "Open with permit (one transaction)" : "Approve and open (two transactions)") : "Open channel"}
-        </button>
-      </form>
-    </section>
-  );
-}
-
-function ChannelCard(props: {
-  view: ChannelView;
-  token: (TokenInfo & { balance: bigint }) | undefined;
-  chainNow: () => bigint;
-  hasSigner: boolean;
-  serviceUp: boolean;
-  onPay: (tasks: Task[]) => Promise<void>;
-  onTopUp: (amount: string) => Promise<void>;
-  onCloseCooperatively: () => Promise<void>;
-  onStartClose: () => Promise<void>;
-  onSettle: () => Promise<void>;
-}) {
-  const { view, token } = props;
-  const [topUpAmount, setTopUpAmount] = useState("");
-  const [busy, setBusy] = useState(false);
-  const run = async (f: () => Promise<void>) => {
-    setBusy(true);
-    try {
-      await f();
-    } finally {
-      setBusy(false);
-    }
-  };
-  const c = view.chain;
-  const symbol = token?.symbol ?? "";
-  const decimals = token?.decimals ?? 18;
-  const requested = (view.tasks ?? []).filter((t) => t.status === "requested");
-  const total = requested.reduce((sum, t) => sum + t.amount, 0n);
-  const labels = new Map((view.tasks ?? []).map((t) => [t.taskHash, t.taskId]));
-  const status = c?.status ?? (view.record.openTx ? "opening" : "not opened");
-  const over = c?.status === "closing" && props.chainNow() >= c.closesAt;
-  return (
-    <article class="channel" data-testid="channel" data-channel-id={view.record.channelId} data-status={status} aria-label={`Channel ${view.record.channelId}`}>
-      <h3>
-        {symbol} channel <Addr value={view.record.channelId} label="channel id" />
-      </h3>
-      <ChannelFacts view={view} status={status} decimals={decimals} symbol={symbol} chainNow={props.chainNow} />
-      {!props.hasSigner && c?.status === "open" ? <Notice kind="warn">This browser does not hold this channel's payment key; restore your backup to pay from it.</Notice> : null}
-      {c?.status === "open" ? (
-        <>
-          <h4>Tasks requested by the freelancer</h4>
-          {view.taskError ? <Notice kind="error">{view.taskError}</Notice> : null}
-          {view.tasks === null && !view.taskError ? <p>{props.serviceUp ? "Loading tasks…" : "Tasks appear when the freelancer's service answers."}</p> : null}
-          {view.tasks !== null && requested.length === 0 ? <p>No task waiting for payment.</p> : null}
-          {requested.length > 0 ? (
-            <ul class="tasks" data-testid="tasks">
-              {requested.map((t) => (
-                <li key={t.taskId} data-task-id={t.taskId}>
-                  <span class="desc">{t.description || t.taskId}</span> <small>({t.taskId})</small> <Amount value={t.amount} decimals={decimals} symbol={symbol} />{" "}
-                  <button type="button" disabled={busy || !props.hasSigner} onClick={() => run(() => props.onPay([t]))}>
-                    Pay
-                  </button>
-                </li>
-              ))}
-            </ul>
-          ) : null}
-          {requested.length > 1 ? (
-            <button type="button" disabled={busy || !props.hasSigner} onClick={() => run(() => props.onPay(requested))}>
-              Pay all {requested.length} tasks ({formatAmount(total, decimals, { symbol })})
-            </button>
-          ) : null}
-          <form
-            class="row"
-            onSubmit={(e) => {
-              e.preventDefault();
-              void run(() => props.onTopUp(topUpAmount));
-            }}
-          >
-            <label>
-              Top up ({symbol})
-              <input name="topup" inputMode="decimal" value={topUpAmount} onInput={(e) => setTopUpAmount(e.currentTarget.value)} />
-            </label>
-            <button type="submit" disabled={busy}>
-              Top up
-            </button>
-          </form>
-          <div class="row">
-            <button type="button" disabled={busy || !props.hasSigner} onClick={() => run(props.onCloseCooperatively)}>
-              Close now with the freelancer's consent
-            </button>
-            <button type="button" disabled={busy} onClick={() => run(props.onStartClose)}>
-              Start closing without the freelancer
-            </button>
-          </div>
-        </>
-      ) : null}
-      {c?.status === "closing" ? (
-        <button type="button" disabled={busy || !over} onClick={() => run(props.onSettle)}>
-          Settle {over ? "now" : "(after the challenge period)"}
-        </button>
-      ) : null}
-      <details open={view.receipts.length > 0 && view.receipts.length <= 20}>
-        <summary>Receipts ({view.receipts.length})</summary>
-        <table class="receipts" data-testid="receipts">
-          <thead>
-            <tr>
-              <th scope="col">Task</th>
-              <th scope="col">Amount</th>
-              <th scope="col">Total paid</th>
-              <th scope="col">Freelancer's signature</th>
-            </tr>
-          </thead>
-          <tbody>
-            {view.receipts.map((r) => (
-              <tr key={r.key}>
-                <td>{r.taskLabel ?? labels.get(r.taskId) ?? <Addr value={r.taskId} label="task hash" />}</td>
-                <td>
-                  <Amount value={r.amount} decimals={decimals} symbol={symbol} />
-                </td>
-                <td>
-                  <Amount value={r.cumulativeAmount} decimals={decimals} symbol={symbol} />
-                </td>
-                <td>
-                  <Addr value={r.signature} label="signature" />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </details>
-    </article>
-  );
-}
-
-/** The channel's numbers: live ones from getChannel, or a closed channel's final split. */
-function ChannelFacts(props: { view: ChannelView; status: string; decimals: number; symbol: string; chainNow: () => bigint }) {
-  const { view, status, decimals, symbol } = props;
-  const c = view.chain;
-  const amount = (value: bigint) => <Amount value={value} decimals={decimals} symbol={symbol} />;
-  if (c?.status === "closed") {
-    return (
-      <dl class="facts">
-        <dt>Status</dt>
-        <dd data-testid="status">{status}</dd>
-        <dt>Paid through receipts</dt>
-        <dd data-testid="paid">{amount(view.record.cumulative)}</dd>
-        {view.split ? (
-          <>
-            <dt>The freelancer received</dt>
-            <dd data-testid="payee-total">{amount(view.split.payeeTotal)}</dd>
-            <dt>Refunded to you</dt>
-            <dd data-testid="refund">{amount(view.split.payerRefund)}</dd>
-          </>
-        ) : null}
-      </dl>
-    );
-  }
-  return (
-    <dl class="facts">
-      <dt>Status</dt>
-      <dd data-testid="status">{status}</dd>
-      <dt>Deposit</dt>
-      <dd data-testid="deposit">{c ? amount(c.deposit) : "—"}</dd>
-      <dt>Paid</dt>
-      <dd data-testid="paid">{amount(view.record.cumulative)}</dd>
-      <dt>Left</dt>
-      <dd>{c ? amount(c.deposit - view.record.cumulative) : "—"}</dd>
-      <dt>Claimed by the freelancer</dt>
-      <dd>{c ? amount(c.claimed) : "—"}</dd>
-      {c?.status === "closing" ? (
-        <>
-          <dt>Settle possible</dt>
-          <dd>
-            {new Date(Number(c.closesAt) * 1000).toLocaleString()} (<Countdown until={c.closesAt} chainNow={props.chainNow} />)
-          </dd>
-        </>
-      ) : null}
-    </dl>
-  );
-}
 
 render(<App />, document.getElementById("app")!);
