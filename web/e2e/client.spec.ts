@@ -76,11 +76,29 @@ test("a client opens an ETH and a permit stablecoin channel from the page; the w
   await eth.getByRole("button", { name: "Top up" }).click();
   await expect(eth.getByTestId("deposit")).toHaveText("0.06 ETH");
   const usd = page.getByTestId("channel").nth(1);
+  // A token top-up needs an allowance first: approve, then topUp (two transactions).
+  await usd.getByLabel(/^Top up/).fill("5");
+  await usd.getByRole("button", { name: "Top up" }).click();
+  await expect(usd.getByTestId("deposit")).toHaveText("30 TUSD");
+  await expect(page.getByTestId("txs").locator("li").nth(1)).toContainText("Approve 5 TUSD for the top-up confirmed");
   await usd.getByRole("button", { name: "Start closing without the freelancer" }).click();
   await expect(usd.getByTestId("status")).toHaveText("closing");
   await expect(usd.getByTestId("countdown")).toContainText(/in (59 min|1 h)/);
   await expect(usd.getByRole("button", { name: /Settle/ })).toBeDisabled();
-  expect(wallet.prompts()).toEqual({ eth_requestAccounts: 1, eth_sendTransaction: 4, eth_signTypedData_v4: 1 });
+  expect(wallet.prompts()).toEqual({ eth_requestAccounts: 1, eth_sendTransaction: 6, eth_signTypedData_v4: 1 });
+});
+
+test("a token without permit opens with approve + open: two transactions, no signature", async ({ page, chain, site, wallet }) => {
+  await page.goto(`${clientUrl(site, chain)}&token=${chain.plainToken}`);
+  await page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
+  await page.getByLabel("Token").selectOption({ label: "MNT" });
+  await page.getByLabel(/^Deposit/).fill("12.5");
+  await expect(page.getByRole("button", { name: "Approve and open (two transactions)" })).toBeVisible();
+  await page.getByRole("button", { name: "Approve and open (two transactions)" }).click();
+  await expect(page.getByTestId("channel")).toHaveCount(1);
+  await expect(page.getByTestId("channel").getByTestId("deposit")).toHaveText("12.5 MNT");
+  await expect(page.getByTestId("txs").locator("li")).toHaveText([/^Open MNT channel with 12\.5 MNT confirmed/, /^Approve 12\.5 MNT for the channel confirmed/]);
+  expect(wallet.prompts()).toEqual({ eth_requestAccounts: 1, eth_sendTransaction: 2 });
 });
 
 test("the payment key's backup restores it in another browser profile", async ({ page, chain, site, wallet, browser }) => {

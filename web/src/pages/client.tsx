@@ -5,7 +5,7 @@
  */
 import { render } from "preact";
 import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
-import { type Address, type Hex, isAddressEqual } from "viem";
+import { type Address, isAddressEqual } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import * as db from "../app/db.ts";
 import { serviceUrl } from "../app/config.ts";
@@ -21,8 +21,7 @@ import {
   PieceworkClient,
   ServiceUnreachableError,
   ZERO_ADDRESS,
-  approveAndOpen,
-  approveIfNeeded,
+  approve,
   balanceOf,
   channelId as computeChannelId,
   closedSplit,
@@ -31,6 +30,7 @@ import {
   formatAmount,
   getChannel,
   openChannel,
+  needsApproval,
   openChannelWithPermit,
   parseAmount,
   pieceworkDomain,
@@ -243,10 +243,14 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
       const params = { contract: terms.contract, payee: terms.payee, token, amount, challengePeriod: period, voucherSigner: s.address, salt };
       const label = `Open ${info.symbol} channel with ${formatAmount(amount, info.decimals, { symbol: info.symbol })}`;
       try {
+        // A token without permit needs its allowance first, shown as its own transaction.
+        const approval = { token, owner: account, spender: terms.contract, amount };
+        if (token !== ZERO_ADDRESS && !info.permit && (await needsApproval(reader, approval))) {
+          await track(`Approve ${formatAmount(amount, info.decimals, { symbol: info.symbol })} for the channel`, reader, () => approve(walletClient, approval));
+        }
         const hash = await track(label, reader, async () => {
-          if (token === ZERO_ADDRESS) return (await openChannel(walletClient, reader, params)).hash;
-          if (info.permit) return (await openChannelWithPermit(walletClient, reader, params)).hash;
-          return (await approveAndOpen(walletClient, reader, params)).hash;
+          if (token !== ZERO_ADDRESS && info.permit) return (await openChannelWithPermit(walletClient, reader, params)).hash;
+          return (await openChannel(walletClient, reader, params)).hash;
         });
         await db.updateChannel(id, (r) => ({ ...r, openTx: hash }));
         setMessage(`Channel opened. Tasks are now paid from it without wallet prompts.`);
@@ -289,15 +293,10 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
       const info = tokens[v.record.token]!;
       const amount = parseAmount(amountText, info.decimals, info.symbol);
       if (amount <= 0n) throw new InputError("The amount must be more than 0.");
-      if (v.record.token !== ZERO_ADDRESS) {
-        await track(`Approve ${info.symbol} for the top-up`, reader, async () => {
-          let sent: Hex | null = null;
-          await approveIfNeeded(walletClient, reader, { token: v.record.token, spender: terms.contract, amount, onSent: (h) => (sent = h) });
-          if (sent === null) throw new Skip();
-          return sent;
-        }).catch((e) => {
-          if (!(e instanceof Skip)) throw e;
-        });
+      // topUp pulls with transferFrom: an ERC-20 needs an allowance first (there is no topUp with permit).
+      const approval = { token: v.record.token, owner: account, spender: terms.contract, amount };
+      if (v.record.token !== ZERO_ADDRESS && (await needsApproval(reader, approval))) {
+        await track(`Approve ${formatAmount(amount, info.decimals, { symbol: info.symbol })} for the top-up`, reader, () => approve(walletClient, approval));
       }
       await track(`Top up with ${formatAmount(amount, info.decimals, { symbol: info.symbol })}`, reader, () =>
         topUp(walletClient, reader, { contract: terms.contract, channelId: v.record.channelId, token: v.record.token, amount }),
@@ -431,6 +430,5 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
   );
 }
 
-class Skip extends Error {}
 
 render(<App />, document.getElementById("app")!);

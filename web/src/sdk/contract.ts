@@ -212,16 +212,26 @@ export async function openChannel(wallet: Wallet, reader: Reader, p: OpenParamet
   return { hash, channelId: id, salt };
 }
 
+/** True when `owner` has not yet allowed `spender` to pull `amount` of `token`. */
+export async function needsApproval(reader: Reader, p: { token: Address; owner: Address; spender: Address; amount: bigint }): Promise<boolean> {
+  const allowance = await guarded(() => reader.readContract({ address: p.token, abi: erc20Abi, functionName: "allowance", args: [p.owner, p.spender] }));
+  return allowance < p.amount;
+}
+
+/** `approve(spender, amount)` on the token from the wallet's account; returns the hash once sent. */
+export function approve(wallet: Wallet, p: { token: Address; spender: Address; amount: bigint }): Promise<Hex> {
+  return guarded(() =>
+    wallet.writeContract({ address: p.token, abi: erc20Abi, functionName: "approve", args: [p.spender, p.amount], chain: wallet.chain ?? null, account: wallet.account }),
+  );
+}
+
 /**
  * Lets `spender` pull `amount` of `token` from the wallet's account: sends `approve` and waits
  * for it, unless the allowance already covers `amount` (then returns null, no prompt).
  */
 export async function approveIfNeeded(wallet: Wallet, reader: Reader, p: { token: Address; spender: Address; amount: bigint; onSent?: (hash: Hex) => void }): Promise<Hex | null> {
-  const allowance = await guarded(() => reader.readContract({ address: p.token, abi: erc20Abi, functionName: "allowance", args: [wallet.account.address, p.spender] }));
-  if (allowance >= p.amount) return null;
-  const hash = await guarded(() =>
-    wallet.writeContract({ address: p.token, abi: erc20Abi, functionName: "approve", args: [p.spender, p.amount], chain: wallet.chain ?? null, account: wallet.account }),
-  );
+  if (!(await needsApproval(reader, { token: p.token, owner: wallet.account.address, spender: p.spender, amount: p.amount }))) return null;
+  const hash = await approve(wallet, p);
   p.onSent?.(hash);
   await waitForTransaction(reader, hash);
   return hash;
