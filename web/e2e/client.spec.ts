@@ -2,6 +2,8 @@
 // and a permit stablecoin channel with a voucher signer generated in the page, count every
 // wallet prompt, survive a reload, top up, start closing.
 import type { Page } from "@playwright/test";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { privateKeyToAccount } from "viem/accounts";
 import { ZERO_ADDRESS, getChannel } from "../src/sdk/index.ts";
 import { DEV } from "../test/support/chain.ts";
@@ -123,4 +125,39 @@ test("the payment key's backup restores it in another browser profile", async ({
   await expect(fresh.getByTestId("channel").getByTestId("deposit")).toHaveText("0.02 ETH");
   expect((await storedSigner(fresh)).map((s) => s.address)).toEqual([signer!.address]);
   await context.close();
+});
+
+test("a link to another service never receives this channel's signatures", async ({ page, chain, site, wallet }) => {
+  void wallet;
+  await page.goto(clientUrl(site, chain));
+  await page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
+  await openChannel(page, "ETH", "0.01");
+  const id = (await page.getByTestId("channel").getAttribute("data-channel-id"))!;
+
+  // A hostile look-alike: it copies the freelancer's public terms and records what it is sent.
+  const received: string[] = [];
+  const impostor = createServer((req, res) => {
+    received.push(`${req.method} ${req.url} ${req.headers.authorization ?? ""}`);
+    const cors = { "access-control-allow-origin": "*", "access-control-allow-headers": "authorization, content-type" };
+    if (req.method === "OPTIONS") return void res.writeHead(204, cors).end();
+    if (req.url === "/v1/info") {
+      const info = { version: "2", chain_id: chain.chainId, contract: chain.contract, payees: [DEV.freelancer], min_challenge_period: 3600, tokens: [{ address: ZERO_ADDRESS, symbol: "ETH", decimals: 18, min_deposit: "1" }] };
+      return void res.writeHead(200, { ...cors, "content-type": "application/json" }).end(JSON.stringify(info));
+    }
+    res.writeHead(404, { ...cors, "content-type": "application/problem+json" }).end(JSON.stringify({ status: 404, code: "not_found", title: "Not Found" }));
+  });
+  await new Promise<void>((resolve) => impostor.listen(0, "127.0.0.1", resolve));
+  const { port } = impostor.address() as AddressInfo;
+  try {
+    await page.goto(`${site.url}/index.html?service=http://127.0.0.1:${port}`);
+    const card = page.locator(`[data-channel-id="${id}"]`);
+    await expect(card).toContainText("Opened through the service http://127.0.0.1:9");
+    await expect(card.getByRole("button", { name: "Start closing without the freelancer" })).toBeEnabled();
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await expect(card).toBeVisible();
+    expect(received.some((r) => r.startsWith("GET /v1/info"))).toBe(true);
+    expect(received.filter((r) => r.includes(id) || r.includes("Access "))).toEqual([]);
+  } finally {
+    impostor.close();
+  }
 });

@@ -150,6 +150,10 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
     [domain],
   );
 
+  // A channel talks only to the service it was opened through, for its own payee: a link with
+  // another ?service= must not receive this channel's Access signatures or vouchers.
+  const ownService = (v: ChannelView) => v.record.service === service && isAddressEqual(v.record.payee, terms.payee);
+
   // Server state: resend a pending voucher, resync receipts, load tasks (one pass per refresh).
   const channelKey = channels.map((c) => `${c.record.channelId}:${c.chain?.status}`).join(",");
   useEffect(() => {
@@ -157,7 +161,7 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
     let stale = false;
     void (async () => {
       for (const v of channels) {
-        if (!v.chain || v.chain.status === "closed") continue;
+        if (!v.chain || v.chain.status === "closed" || !ownService(v)) continue;
         const id = v.record.channelId;
         try {
           await navigator.locks.request(`piecework-pay-${id}`, async () => {
@@ -265,6 +269,7 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
     guard(async () => {
       if (!localSigner || !access) throw new InputError("This browser has no voucher signer for this channel.");
       if (!props.serviceUp) throw new InputError("The freelancer's service is not answering; payments wait until it is back.");
+      if (!ownService(v)) throw new InputError(`This channel pays through ${v.record.service}; open the page from there to pay from it.`);
       const id = v.record.channelId;
       await navigator.locks.request(`piecework-pay-${id}`, async () => {
         const record = (await db.getChannel(id))!;
@@ -306,6 +311,7 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
   const closeCooperatively = (v: ChannelView) =>
     guard(async () => {
       if (!localSigner || !access) throw new InputError("This browser has no voucher signer for this channel.");
+      if (!ownService(v)) throw new InputError(`This channel pays through ${v.record.service}; open the page from there to close it cooperatively.`);
       const id = v.record.channelId;
       const record = (await db.getChannel(id))!;
       const block = await reader.getBlock();
@@ -413,7 +419,8 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
             token={tokens[v.record.token]}
             chainNow={chainNow}
             hasSigner={localSigner !== null && isAddressEqual(localSigner.address, v.record.voucherSigner)}
-            serviceUp={props.serviceUp}
+            serviceUp={props.serviceUp && ownService(v)}
+            otherService={ownService(v) ? null : v.record.service}
             onPay={(tasks) => pay(v, tasks)}
             onTopUp={(amount) => doTopUp(v, amount)}
             onCloseCooperatively={() => closeCooperatively(v)}

@@ -89,6 +89,8 @@ export function ChannelCard(props: {
   chainNow: () => bigint;
   hasSigner: boolean;
   serviceUp: boolean;
+  /** The service this channel pays through, when it is not the one this page talks to. */
+  otherService: string | null;
   onPay: (tasks: Task[]) => Promise<void>;
   onTopUp: (amount: string) => Promise<void>;
   onCloseCooperatively: () => Promise<void>;
@@ -120,6 +122,7 @@ export function ChannelCard(props: {
         {symbol} channel <Addr value={view.record.channelId} label="channel id" />
       </h3>
       <ChannelFacts view={view} status={status} decimals={decimals} symbol={symbol} chainNow={props.chainNow} />
+      {props.otherService && c?.status !== "closed" ? <Notice kind="info">Opened through the service {props.otherService}; its tasks and payments are there. Closing on chain works from here.</Notice> : null}
       {!props.hasSigner && c?.status === "open" ? <Notice kind="warn">This browser does not hold this channel's payment key; restore your backup to pay from it.</Notice> : null}
       {c?.status === "open" ? (
         <>
