@@ -41,7 +41,8 @@ test("client page: accessible, screenshot with two channels", async ({ page, cha
   await shoot(page, "client.png");
 });
 
-test("dashboard page: accessible, screenshot", async ({ page, site }) => {
+test("dashboard page: accessible, screenshot", async ({ page, site, wallet }) => {
+  void wallet;
   await page.goto(`${site.url}/dashboard.html?service=http://127.0.0.1:9`);
   await expectAccessible(page, "dashboard (token form)");
   await page.getByRole("textbox", { name: "Operator token" }).fill("not-a-real-token");
