@@ -10,13 +10,15 @@ PY := $(VENV)/bin/python
 # npm scripts put node_modules/.bin (with Node 22 from the `node` package) first on PATH.
 NPM := npm
 
-.PHONY: help setup build demo test test-sol test-js test-py lint typecheck gas bench clean
+.PHONY: help setup build demo test test-sol test-js test-py test-web lint typecheck gas bench app clean
 
 help:
 	@echo "make demo   run the marketplace demo end to end (local anvil + SQLite)"
 	@echo "make test   run every test, lint and type check"
 	@echo "make gas    print the contract gas table from real receipts"
 	@echo "make bench  run the benchmarks (QUICK=1 for a short run)"
+	@echo "make app    local chain + contracts + service + web pages, to try the flow in a browser wallet"
+	@echo "make test-web  the web SDK's unit tests and the browser tests (Chromium + anvil)"
 
 # Stamps make set-up idempotent and re-run it only when the lock files change.
 $(VENV)/.installed: pyproject.toml
@@ -37,7 +39,7 @@ build: node_modules/.installed
 demo: setup build
 	$(PY) scripts/demo.py
 
-test: setup build test-sol test-js lint typecheck test-py
+test: setup build test-sol test-js lint typecheck test-py test-web
 
 test-sol:
 	$(NPM) test
@@ -54,6 +56,20 @@ typecheck:
 test-py:
 	$(VENV)/bin/pytest -q -ra
 
+# The web app: SDK unit tests (tsc strict + node --test), then the pages in Debian's Chromium
+# against anvil (Playwright). Only the contract is built: its Solidity tests are not needed here.
+CHROMIUM ?= /usr/bin/chromium
+test-web: setup
+	$(NPM) run --silent build:contracts
+	$(NPM) run --silent test:web
+	@test -x $(CHROMIUM) || { echo "test-web: no Chromium at $(CHROMIUM): apt-get install -y chromium (see shared TOOLCHAIN.md)" >&2; exit 1; }
+	PIECEWORK_CHROMIUM=$(CHROMIUM) $(NPM) run --silent test:browser
+
+app: setup
+	$(NPM) run --silent build:contracts
+	$(NPM) run --silent build:web
+	$(NPM) run --silent app
+
 gas: setup build
 	$(NPM) run --silent gas
 
@@ -61,4 +77,4 @@ bench: setup build
 	$(PY) scripts/bench.py $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf artifacts cache .piecework bench/results build dist
+	rm -rf artifacts cache .piecework bench/results build dist web/dist web/test-results
