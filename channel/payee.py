@@ -825,14 +825,21 @@ class GroupCommitter:
             self.items += len(item.futures)
             with self._lock:
                 redo = bool(item.depends & self._failed)
+            committed: bool | StoreError = False
             try:
-                committed = False if redo else self.service._commit(item.plan)
-                if committed is not True:
-                    with self._lock:
-                        self._failed.add(item.seq)
+                if not redo:
+                    committed = self.service._commit(item.plan)
+            except Exception as exc:  # a bug or an unmapped error: still only this batch's
+                log.exception("payment batch %d failed", item.seq)
+                committed = StoreError(f"payment batch failed: {type(exc).__name__}")
+            finally:
+                # Whatever happened, the batch leaves the overlay: the database is the truth
+                # again for its channels unless a newer batch is in flight. A stale overlay
+                # entry would have every later payment on those channels decided on a state
+                # that never reached the database.
                 with self._lock:
-                    # Committed (or failed) batches leave the overlay: the database is the
-                    # truth again for their channels unless a newer batch is in flight.
+                    if committed is not True:
+                        self._failed.add(item.seq)
                     for c, (n, _) in list(self._overlay.items()):
                         if n == item.seq:
                             del self._overlay[c]
@@ -840,6 +847,7 @@ class GroupCommitter:
                         if n == item.seq:
                             del self._inflight_tasks[key]
                     self._failed = {n for n in self._failed if n >= item.seq - 1}
+            try:
                 results = self.service._finish(item.plan, committed, redo_all=redo)
             except Exception as exc:  # never leave a caller waiting forever
                 for fut in item.futures:

@@ -408,6 +408,31 @@ def test_group_committer_under_threads(
         assert service.latest(c).accepted == sum(p.amount for p in payments) == 75
 
 
+def test_a_batch_that_fails_oddly_is_redone_alone_and_leaves_no_overlay(
+    service: PayeeService, source: InMemoryChannelSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.latest(CID)
+    real = service.store.accept_payments
+    calls = {"n": 0}
+
+    def fail_the_first_batch(batch: list[PendingPayment], now: float | None = None) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("not a StoreError")
+        return real(batch, now)
+
+    monkeypatch.setattr(service.store, "accept_payments", fail_the_first_batch)
+    committer = GroupCommitter(service, max_batch=8, max_wait=0.3)
+    try:
+        futures = [committer.submit(PaymentRequest(CID, f"t{i}", 1, i, sig(i), 1))
+                   for i in (1, 2, 3)]
+        assert [f.result(30).cumulative_amount for f in futures] == [1, 2, 3]
+        assert committer._overlay == {} and committer._inflight_tasks == {}
+        assert service.latest(CID).accepted == 3
+    finally:
+        committer.close()
+
+
 def test_settings_defaults_env_and_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIECEWORK_PRIVATE_KEY", PAYEE_KEY)
