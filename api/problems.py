@@ -30,8 +30,10 @@ like everywhere else in the API.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
@@ -258,8 +260,28 @@ def to_problem(exc: Exception) -> Response:
     return problem_response(500, "internal_error", "internal server error")
 
 
-async def _handle(_: Request, exc: Exception) -> Response:
-    return to_problem(exc)
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method the API documents at this path: Starlette's 405 names only the methods of
+    the first route matching the path, not those of routes declared elsewhere for it."""
+    allowed: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template(template).fullmatch(request.url.path):
+            allowed |= {method.upper() for method in operations}
+    return allowed
+
+
+@functools.cache
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    response = to_problem(exc)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+    return response
 
 
 def install_problem_handlers(app: FastAPI) -> None:
