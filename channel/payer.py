@@ -27,11 +27,13 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import sqlalchemy as sa
 
 from channel.chain import ZERO_ADDRESS, ChainClient, TxResult
 from channel.errors import (
@@ -50,7 +52,7 @@ from channel.errors import (
     TaskConflict,
     TokenNotAccepted,
 )
-from channel.keys import SigningKey
+from channel.keys import SigningKey, load_key, new_keystore
 from channel.messages import (
     Access,
     CloseConsent,
@@ -77,7 +79,10 @@ __all__ = [
     "RequestedTask",
     "ServiceError",
     "ServiceUnavailable",
+    "new_voucher_signer",
     "open_payer_store",
+    "problem_error",
+    "voucher_signer_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,6 +139,25 @@ def open_payer_store(database_url: str) -> PayerStore:
         log.debug("migrations unavailable (%s); creating tables from the models", exc)
         metadata.create_all(engine)
     return PayerStore(engine)
+
+
+def voucher_signer_dir(database_url: str) -> Path:
+    """Where voucher signer keystores live: next to the payer's SQLite store, else in
+    ``./.piecework`` (a PostgreSQL store has no directory of its own)."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).expanduser().resolve().parent / "voucher-signers"
+    return Path(".piecework").resolve() / "voucher-signers"
+
+
+def new_voucher_signer(database_url: str, password: str) -> tuple[Signer, str]:
+    """A fresh key in an encrypted keystore next to the payer's store: ``(signer, path)``."""
+    directory = voucher_signer_dir(database_url)
+    staging = directory / f".new-{secrets.token_hex(8)}.json"
+    address = new_keystore(staging, password)
+    path = directory / f"voucher-signer-{address}.json"
+    staging.rename(path)
+    return Signer(load_key(path, password).private_key), str(path)
 
 
 class Payer:
@@ -193,6 +217,25 @@ class Payer:
         """Sign this channel's vouchers (and close requests, access) with ``signer``: the
         channel's on-chain voucher signer, checked before its first use."""
         self._voucher_signers[channel_id] = signer
+
+    def load_voucher_signer(self, channel_id: bytes, password: Callable[[], str]) -> bool:
+        """Use the voucher signer the store remembers for the channel, if its keystore is
+        here (``password`` is asked only then). False when the channel has none we hold."""
+        remembered = self.store.voucher_signer(channel_id)
+        if remembered is None:
+            return False
+        address, keystore = remembered
+        if keystore is None:
+            return False
+        if not Path(keystore).is_file():
+            log.warning("voucher signer %s of %s: keystore %s is missing; the payer key signs",
+                        address, _hex(channel_id), keystore)
+            return False
+        signer = Signer(load_key(keystore, password()).private_key)
+        if signer.address != address:
+            raise ConfigError(f"keystore {keystore} holds {signer.address}, not {address}")
+        self.add_voucher_signer(channel_id, signer)
+        return True
 
     def signer_for(self, channel_id: bytes) -> Signer:
         """The key that signs for the channel: its voucher signer when we hold it."""
@@ -528,7 +571,7 @@ class Payer:
             body = None
         if response.is_success:
             return body
-        raise _problem_error(response.status_code, body, method, path)
+        raise problem_error(response.status_code, body, method, path)
 
 
 _CODES: Final[dict[str, type[PieceworkError]]] = {
@@ -544,7 +587,7 @@ _CODES: Final[dict[str, type[PieceworkError]]] = {
 }
 
 
-def _problem_error(status: int, body: Any, method: str, path: str) -> PieceworkError:
+def problem_error(status: int, body: Any, method: str, path: str) -> PieceworkError:
     """Map an RFC 9457 problem back onto the exception the service raised."""
     problem = body if isinstance(body, dict) else {}
     code = str(problem.get("code", ""))
