@@ -102,6 +102,7 @@ log = logging.getLogger(__name__)
 # A lost compare-and-set means another writer advanced the channel; re-reading turns that
 # into a definite answer (replay, stale, conflict) almost always on the first retry.
 _MAX_ATTEMPTS = 4
+_CHAIN_TIME_MAX_AGE: Final = 1.0
 
 DEFAULT_CONSENT_TTL: Final = 900
 """Seconds from the latest block's timestamp to a new consent's deadline (15 min)."""
@@ -305,6 +306,7 @@ class PayeeService:
         # consent's deadline it stays past: the node is asked again only for a channel whose
         # consent may still be outstanding, never on the plain payment path.
         self._chain_time = 0
+        self._chain_time_read = float("-inf")  # time.monotonic() of the last read
 
     # --- the payee check -------------------------------------------------------------------
 
@@ -412,13 +414,19 @@ class PayeeService:
         deadline = state.consent_deadline
         if deadline is None or self._chain_time > deadline:
             return self._chain_time
-        return self._fresh_chain_time()
+        # At most one node read per second for frozen channels: a payer hammering a frozen
+        # channel must not put a node round trip into every batch. A cached time is never
+        # ahead of the chain, so this can only keep the freeze a moment longer, not shorten it.
+        return self._fresh_chain_time(max_age=_CHAIN_TIME_MAX_AGE)
 
-    def _fresh_chain_time(self) -> int:
+    def _fresh_chain_time(self, max_age: float = 0.0) -> int:
         if self.source is None:
             raise ChannelNotOpen("no chain to tell the time of a close consent's deadline")
+        if time.monotonic() - self._chain_time_read < max_age:
+            return self._chain_time
         now = self.source.chain_time()
         self._chain_time = max(self._chain_time, now)
+        self._chain_time_read = time.monotonic()
         return self._chain_time
 
     def _require_ours(self, state: PayeeChannelState) -> None:

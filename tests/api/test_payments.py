@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,6 +82,7 @@ def test_pay_receipt_and_close_flow(twin: Twin) -> None:
     assert (late.json()["code"], late.json()["deadline"]) == ("channel_not_open", body["deadline"])
     assert twin.close(cid, 60).json() == body
     twin.source.now = body["deadline"] + 1
+    time.sleep(1.1)  # the service reads block time at most once a second for frozen channels
     assert twin.pay(cid, "task-late", 5, 65).status_code == 201
     again = twin.close(cid, 65).json()
     assert (again["cumulative_amount"], again["deadline"]) == ("65", body["deadline"] + 901)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -250,9 +251,30 @@ def test_consent_freezes_until_block_time_passes_its_deadline(
     # A retry of an already-receipted task still gets its receipt.
     assert service.accept(CID, "a", 30, 30, sig(30), now=1).cumulative_amount == 30
     source.now = consent.deadline + 1
+    time.sleep(1.1)  # the service reads block time at most once a second for frozen channels
     assert service.accept(CID, "b", 10, 40, sig(40), now=1).cumulative_amount == 40
     fresh = service.close(CID, 40, close_request(40))
     assert (fresh.cumulative_amount, fresh.deadline) == (40, consent.deadline + 1 + 900)
+
+
+def test_a_frozen_channel_reads_block_time_at_most_once_a_second(
+    service: PayeeService, source: InMemoryChannelSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.accept(CID, "a", 30, 30, sig(30), now=1)
+    service.close(CID, 30, close_request(30))
+    reads = {"n": 0}
+    real = source.chain_time
+
+    def counted() -> int:
+        reads["n"] += 1
+        return real()
+
+    monkeypatch.setattr(source, "chain_time", counted)
+    time.sleep(1.1)
+    for i in range(20):  # a payer hammering the frozen channel
+        with pytest.raises(ChannelNotOpen):
+            service.accept(CID, f"b{i}", 10, 40, sig(40), now=1)
+    assert reads["n"] == 1
 
 
 def test_consent_freezes_payments_decided_before_it(service: PayeeService) -> None:
