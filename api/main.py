@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from api.deps import AcceptedToken, Runtime
 from api.leader import LeaderElector, lock_for_database, migration_lock
@@ -192,7 +193,13 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
 
 def create_app(settings: Settings | None = None, overrides: Overrides | None = None) -> FastAPI:
     """Build the app; configuration errors exit at once with a one-line message."""
-    settings = settings if settings is not None else Settings()
+    try:
+        settings = settings if settings is not None else Settings()
+    except ValidationError as exc:
+        # One line naming the variable, not pydantic's multi-line report.
+        first = exc.errors()[0]
+        name = "PIECEWORK_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        raise SystemExit(f"piecework: {name}: {first['msg']}") from None
     try:
         _check(settings)
     except ConfigError as exc:

@@ -396,3 +396,32 @@ def test_no_cors_headers(twin: Twin) -> None:
     assert "access-control-allow-origin" not in response.headers
     assert twin.client.get("/v1/info").json()["contract"] == CONTRACT
     assert ETH not in twin.client.get("/v1/info").json()["payees"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PIECEWORK_ACCEPTED_TOKENS", "ETH,0x12", "PIECEWORK_ACCEPTED_TOKENS"),
+        ("PIECEWORK_ACCEPTED_TOKENS", "ETH:1.5", "PIECEWORK_ACCEPTED_TOKENS"),
+        ("PIECEWORK_ACCEPTED_TOKENS", "ETH,eth", "twice"),
+        ("PIECEWORK_CONSENT_TTL_SECONDS", "3601", "PIECEWORK_CONSENT_TTL_SECONDS"),
+        ("PIECEWORK_CONSENT_TTL_SECONDS", "0", "PIECEWORK_CONSENT_TTL_SECONDS"),
+    ],
+)
+def test_a_bad_setting_stops_the_service_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exited:
+        create_app()
+    text = str(exited.value.code)
+    assert message in text and "\n" not in text, text
+
+
+def test_accepted_tokens_parse() -> None:
+    from channel.config import parse_accepted_tokens
+
+    coin = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+    assert parse_accepted_tokens("ETH") == {ETH: 0}
+    assert parse_accepted_tokens(f" eth:10 , {coin.lower()}:5000000") == {ETH: 10, coin: 5_000_000}
