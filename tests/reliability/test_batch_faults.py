@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from eth_hash.auto import keccak
 from piecework_testnode import ANVIL_KEYS, CHAIN_ID, sqlalchemy_url
+from reliability_harness import record
 from sqlalchemy.engine import Engine
 
 import channel.payee
@@ -101,5 +102,7 @@ def test_a_refused_row_fails_only_its_own_payment(
         # ... so the refused payment's channel is decided on what the database holds.
         again = committer.accept(_request(C, "honest-c1", 7, 7))
         assert again.cumulative_amount == 7
+        record("batch/refused-row-postgres", batch=len(batch), honest_receipts=len(honest),
+               refused=1, overlay_left=len(committer._overlay))
     finally:
         committer.close()
