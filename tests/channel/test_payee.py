@@ -77,7 +77,8 @@ def source() -> InMemoryChannelSource:
 def service(tmp_path: Path, source: InMemoryChannelSource) -> Iterator[PayeeService]:
     engine = make_engine(f"sqlite:///{tmp_path}/payee.db")
     migrate(engine)
-    yield PayeeService(PayeeStore(engine), Signer(PAYEE_KEY), DOMAIN, source)
+    yield PayeeService(PayeeStore(engine), Signer(PAYEE_KEY), DOMAIN, source,
+                       min_challenge_period=3600)
     engine.dispose()
 
 
@@ -184,7 +185,8 @@ def test_deposit_below_the_token_minimum_is_refused_until_topped_up(
     engine = make_engine(f"sqlite:///{tmp_path}/tokens.db")
     migrate(engine)
     service = PayeeService(PayeeStore(engine), Signer(PAYEE_KEY), DOMAIN, source,
-                           accepted_tokens={ZERO_ADDRESS: 0, TOKEN: 100})
+                           accepted_tokens={ZERO_ADDRESS: 0, TOKEN: 100},
+                           min_challenge_period=3600)
     with pytest.raises(TokenNotAccepted, match="at least 100"):
         service.accept(CID, "t", 1, 1, sig(1), now=1)
     source.put(make_onchain(CID, token=TOKEN, deposit=100))  # a top-up the mirror missed

@@ -74,7 +74,8 @@ def make_channel(**kw: object) -> OnchainChannel:
         "token": "0x" + "00" * 20,
         "deposit": 1000,
         "claimed": 0,
-        "challenge_period": 3600,
+        # The contract's maximum (30 days): above any service minimum, whatever its default.
+        "challenge_period": 30 * 86_400,
         "closes_at": 0,
         "status": ChannelStatus.OPEN,
     }

@@ -318,7 +318,7 @@ def _service(engine: Engine, *, create: bool = True) -> PayeeService:
     source = InMemoryChannelSource([make_onchain(CID, deposit=10**30)])
     if create:
         store.upsert_channel(make_onchain(CID, deposit=10**30))
-    return PayeeService(store, Signer(PAYEE_KEY), DOMAIN, source)
+    return PayeeService(store, Signer(PAYEE_KEY), DOMAIN, source, min_challenge_period=3600)
 
 
 def test_receipt_signature_verifies(engine: Engine) -> None:

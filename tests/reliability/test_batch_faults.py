@@ -61,7 +61,8 @@ def test_a_refused_row_fails_only_its_own_payment(
                        ChannelStatus.OPEN)
         for c in (A, B, C)
     ]
-    service = PayeeService(PayeeStore(pg_engine), PAYEE, DOMAIN, InMemoryChannelSource(channels))
+    service = PayeeService(PayeeStore(pg_engine), PAYEE, DOMAIN, InMemoryChannelSource(channels),
+                           min_challenge_period=3600)
     for c in (A, B, C):
         service.latest(c)  # mirrored before the batch, as the watcher would have
     # Let the NUL byte past the protocol's task id check (see the module docstring).
