@@ -8,27 +8,40 @@ dependency would cost a threadpool hop per request on the payment hot path.
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.http import HTTPBase
 from sqlalchemy.engine import Engine
 
 from api.problems import ProblemError
+from api.schemas import ChannelIdPath
 from channel.config import Settings
+from channel.errors import AccessDenied, AccessRequired
 from channel.messages import Domain
-from channel.payee import GroupCommitter, PayeeService
+from channel.payee import GroupCommitter, PayeeService, TokenInfo
 from channel.store import PayeeStore
 
 __all__ = [
+    "AcceptedToken",
     "OperatorDep",
-    "OptionalOperatorDep",
+    "PayerSideDep",
     "Runtime",
     "RuntimeDep",
     "get_runtime",
 ]
+
+
+@dataclass(frozen=True)
+class AcceptedToken:
+    """A token this service takes (``/v1/info``): read from chain once at start."""
+
+    info: TokenInfo
+    min_deposit: int
 
 
 @dataclass
@@ -45,6 +58,7 @@ class Runtime:
     committer: GroupCommitter | None = None
     claim: Callable[[bytes, int, bytes], bytes] | None = None
     """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""
+    tokens: tuple[AcceptedToken, ...] = ()
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -56,7 +70,21 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="PIECEWORK_OPERATOR_TOKEN; required by operator endpoints.",
+    description="PIECEWORK_OPERATOR_TOKEN; required by operator endpoints, and accepted "
+    "wherever an Access signature is.",
+)
+_access_header = HTTPBase(
+    scheme="Access",
+    auto_error=False,
+    description="`Authorization: Access <expires>.<signature>`: an EIP-712 Access(channelId, "
+    "expires) signature by the channel's payer or voucher signer, expiring at most 86,400 s "
+    "ahead.",
+)
+_access_query = APIKeyQuery(
+    name="access",
+    auto_error=False,
+    description="`<expires>.<signature>`, the same Access credential where a header cannot be "
+    "set (e.g. EventSource).",
 )
 
 
@@ -68,22 +96,49 @@ def _token_matches(runtime: Runtime, given: str) -> bool:
     return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
 
 
-async def optional_operator(
+async def require_operator(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> bool:
-    """True with a valid operator token, False without one; a wrong token is a 401."""
+) -> None:
+    """401 without a bearer token, 403 with a wrong one."""
     if credentials is None:
-        return False
-    if not _token_matches(runtime, credentials.credentials):
-        raise ProblemError(401, "unauthorized", "invalid operator token")
-    return True
-
-
-async def require_operator(is_operator: Annotated[bool, Depends(optional_operator)]) -> None:
-    if not is_operator:
         raise ProblemError(401, "unauthorized", "this endpoint needs the operator bearer token")
+    if not _token_matches(runtime, credentials.credentials):
+        raise ProblemError(403, "forbidden", "invalid operator token")
 
 
 OperatorDep = Annotated[None, Depends(require_operator)]
-OptionalOperatorDep = Annotated[bool, Depends(optional_operator)]
+
+
+def require_payer_side(
+    channel_id: ChannelIdPath,
+    runtime: RuntimeDep,
+    header: Annotated[HTTPAuthorizationCredentials | None, Depends(_access_header)],
+    query: Annotated[str | None, Depends(_access_query)],
+    _bearer_doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """The caller is the channel's payer side (an ``Access`` signature) or the operator.
+
+    401 ``access_required`` without credentials; 403 ``access_denied`` for a wrong signer,
+    channel, an expired credential or one expiring too far ahead, or a wrong bearer token.
+    A plain ``def``: verifying reads the channel and recovers a signature.
+    """
+    # Both security schemes read the one Authorization header; ``_bearer_doc`` is there so
+    # OpenAPI lists the bearer alternative.
+    if header is not None and header.scheme.lower() == "bearer":
+        if not _token_matches(runtime, header.credentials):
+            raise AccessDenied("invalid operator token")
+        return
+    if header is not None and header.scheme.lower() == "access":
+        credential = header.credentials
+    elif query is not None:
+        credential = query
+    else:
+        raise AccessRequired(
+            "this read is private to the channel's payer side: send "
+            "Authorization: Access <expires>.<signature> (or ?access=)"
+        )
+    runtime.service.check_access(channel_id, credential, int(time.time()))
+
+
+PayerSideDep = Annotated[None, Depends(require_payer_side)]

@@ -16,18 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import ValidationError
 
-from api.deps import Runtime
+from api.deps import AcceptedToken, Runtime
 from api.leader import LeaderElector, lock_for_database, migration_lock
 from api.middleware import RequestGuard
 from api.problems import install_problem_handlers
-from api.routes import channels, health, info, metrics, payments
+from api.routes import channels, health, info, metrics, payments, tasks
 from api.schemas import problem_docs
 from channel.config import Settings
 from channel.errors import ConfigError, PieceworkError
 from channel.keys import SigningKey, load_key
-from channel.messages import MAX_UINT256, Domain
-from channel.payee import ChannelSource, GroupCommitter, PayeeService
+from channel.messages import MAX_UINT256, ZERO_ADDRESS, Domain
+from channel.payee import ChannelSource, GroupCommitter, PayeeService, TokenInfo
 from channel.signing import Signer
 from channel.state import ChannelStatus, OnchainChannel
 from channel.store import PayeeStore, make_engine, migrate
@@ -54,6 +55,33 @@ class ChainChannelSource:
     def get(self, channel_id: bytes) -> OnchainChannel | None:
         channel: OnchainChannel = self._chain.get_channel(channel_id)
         return None if channel.status is ChannelStatus.NONE else channel
+
+    def chain_time(self) -> int:
+        return int(self._chain.timestamp())
+
+    def token(self, address: str) -> TokenInfo:
+        symbol, decimals = self._chain.token_info(address)
+        return TokenInfo(address, symbol, decimals)
+
+
+_ETH = TokenInfo(ZERO_ADDRESS, "ETH", 18)
+
+
+def _accepted_tokens(settings: Settings, source: ChannelSource) -> tuple[AcceptedToken, ...]:
+    """The accepted tokens with symbol and decimals read from their contracts, once."""
+    out = []
+    for address, minimum in settings.accepted_token_minimums().items():
+        if address == ZERO_ADDRESS:
+            out.append(AcceptedToken(_ETH, minimum))
+            continue
+        try:
+            info = source.token(address)
+        except PieceworkError as exc:
+            raise ConfigError(
+                f"PIECEWORK_ACCEPTED_TOKENS: cannot read symbol/decimals of {address}: {exc}"
+            ) from None
+        out.append(AcceptedToken(info, minimum))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -100,7 +128,7 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
     contract = settings.require_contract()
     store = PayeeStore(engine)
     chain: Any = None
-    source = overrides.source
+    source: ChannelSource | None = overrides.source
     if source is None:
         from channel.chain import ChainClient  # noqa: PLC0415 - web3 is slow to import
 
@@ -117,8 +145,15 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
     else:
         raise ConfigError("PIECEWORK_CHAIN_ID is required without a node")
     domain = Domain(chain_id, contract)
+    tokens = _accepted_tokens(settings, source)
     service = PayeeService(
-        store, signer, domain, source, min_challenge_period=settings.min_challenge_period
+        store,
+        signer,
+        domain,
+        source,
+        min_challenge_period=settings.min_challenge_period,
+        accepted_tokens={t.info.address: t.min_deposit for t in tokens},
+        consent_ttl=settings.consent_ttl_seconds,
     )
     group_commit = overrides.group_commit
     if group_commit is None:
@@ -133,6 +168,7 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         node_check=overrides.node_check or (chain.block_number if chain else lambda: None),
         committer=GroupCommitter(service) if group_commit else None,
         claim=(lambda c, amount, sig: chain.claim(c, amount, sig).tx_hash) if chain else None,
+        tokens=tokens,
     )
     if chain is None or not overrides.start_watcher:
         return runtime, None
@@ -157,7 +193,13 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
 
 def create_app(settings: Settings | None = None, overrides: Overrides | None = None) -> FastAPI:
     """Build the app; configuration errors exit at once with a one-line message."""
-    settings = settings if settings is not None else Settings()
+    try:
+        settings = settings if settings is not None else Settings()
+    except ValidationError as exc:
+        # One line naming the variable, not pydantic's multi-line report.
+        first = exc.errors()[0]
+        name = "PIECEWORK_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        raise SystemExit(f"piecework: {name}: {first['msg']}") from None
     try:
         _check(settings)
     except ConfigError as exc:
@@ -187,8 +229,8 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
 
     app = FastAPI(
         title="Piecework payee service",
-        version="1",
-        summary="Payment-channel vouchers in, signed receipts out (PROTOCOL.md, HTTP API v1).",
+        version="2",
+        summary="Payment-channel vouchers in, signed receipts out (PROTOCOL.md, HTTP API v2).",
         lifespan=lifespan,
         # Any route can answer 4xx/5xx problems (404, 405, 413, 415, 422, 500): say so once.
         responses=problem_docs("4XX", "5XX"),
@@ -196,6 +238,6 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
     install_problem_handlers(app)
     # No CORS middleware on purpose: browsers get no cross-origin access to this service.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
-    for module in (info, channels, payments, health, metrics):
+    for module in (info, channels, payments, tasks, health, metrics):
         app.include_router(module.router)
     return app

@@ -6,16 +6,22 @@ and Starlette's own 404/405, carries a stable machine-readable ``code``; clients
 like everywhere else in the API.
 
     status  code(s)
+    401     unauthorized                    (operator endpoints: no bearer token)
+            access_required                 (payer-side reads: no Access / bearer credential)
+    403     forbidden                       (operator endpoints: wrong bearer token)
+            access_denied                   (wrong signer/channel, expired, too far ahead)
+            close_not_authorized            (a CloseRequest not by the payer side)
     404     unknown_channel, not_found
     405     method_not_allowed
-    401     unauthorized                    (operator endpoints, bearer token)
-    409     stale_voucher (+ current_cumulative_amount), task_conflict, channel_not_open,
-            channel_closing_soon, nothing_to_claim, precondition_failed (the chain state
-            makes the transaction pointless; nothing was sent), contract_revert (+ revert)
+    409     stale_voucher (+ current_cumulative_amount), task_conflict, channel_not_open
+            (+ deadline while frozen by a consent), channel_closing_soon, nothing_to_claim,
+            precondition_failed (the chain state makes the transaction pointless; nothing was
+            sent), contract_revert (+ revert)
     413     payload_too_large
     415     unsupported_media_type
-    422     validation_error (+ errors), invalid_* / malformed_signature, wrong_signer,
-            exceeds_deposit (+ deposit), challenge_period_too_short
+    422     validation_error (+ errors), invalid_* / malformed_signature, invalid_signature,
+            token_not_accepted, challenge_period_too_short, amount_mismatch
+            (+ requested_amount), exceeds_deposit (+ deposit)
     502     chain_error
     503     node_unavailable, store_error, unhealthy (Retry-After set)
     504     transaction_timeout
@@ -24,8 +30,10 @@ like everywhere else in the API.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
@@ -61,11 +69,17 @@ _STATUS: Final[Mapping[type[E.PieceworkError], int]] = {
     E.ChannelNotOpen: 409,
     E.ChannelClosingSoon: 409,
     E.ChallengePeriodTooShort: 422,
-    E.WrongSigner: 422,
+    E.TokenNotAccepted: 422,
+    E.InvalidSignature: 422,
     E.StaleVoucher: 409,
     E.TaskConflict: 409,
+    E.AmountMismatch: 422,
     E.ExceedsDeposit: 422,
     E.PaymentRejected: 422,
+    E.AccessRequired: 401,
+    E.AccessDenied: 403,
+    E.CloseNotAuthorized: 403,
+    E.NotAuthorized: 403,
     E.NodeUnavailable: 503,
     PreconditionFailed: 409,
     E.ContractRevert: 409,
@@ -94,8 +108,11 @@ _HTTP_CODES: Final[Mapping[int, str]] = {
 
 # Detail keys of channel errors that are safe and useful to show; anything else stays server-side.
 _EXPOSED_DETAILS: Final = frozenset(
-    {"got", "expected", "length", "v", "name", "current", "deposit"}
+    {"got", "expected", "length", "v", "name", "current", "deposit", "position", "min_deposit",
+     "token"}
 )
+# Extension members PROTOCOL.md makes JSON integers (unix seconds), not decimal strings.
+_INTEGER_MEMBERS: Final = frozenset({"deadline"})
 
 
 class ProblemError(Exception):
@@ -153,7 +170,13 @@ def problem_response(
         "detail": detail,
         "code": code,
     }
-    body.update({k: _jsonable(v) for k, v in extra.items() if k not in body})
+    body.update(
+        {
+            k: v if k in _INTEGER_MEMBERS and isinstance(v, int) else _jsonable(v)
+            for k, v in extra.items()
+            if k not in body
+        }
+    )
     return Response(
         content=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
         status_code=status,
@@ -173,6 +196,12 @@ def _domain_problem(exc: E.PieceworkError) -> Response:
         extra["current_cumulative_amount"] = exc.current
     elif isinstance(exc, E.ExceedsDeposit):
         extra["deposit"] = exc.deposit
+    elif isinstance(exc, E.AmountMismatch):
+        extra["requested_amount"] = exc.details.get("requested")
+    elif isinstance(exc, E.ChannelNotOpen) and exc.details.get("deadline") is not None:
+        extra["deadline"] = exc.details["deadline"]
+    elif isinstance(exc, E.AccessRequired):
+        headers["WWW-Authenticate"] = 'Access, Bearer realm="piecework"'
     elif isinstance(exc, E.ContractRevert):
         extra.pop("name", None)
         extra["revert"] = exc.name
@@ -231,8 +260,28 @@ def to_problem(exc: Exception) -> Response:
     return problem_response(500, "internal_error", "internal server error")
 
 
-async def _handle(_: Request, exc: Exception) -> Response:
-    return to_problem(exc)
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method the API documents at this path: Starlette's 405 names only the methods of
+    the first route matching the path, not those of routes declared elsewhere for it."""
+    allowed: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template(template).fullmatch(request.url.path):
+            allowed |= {method.upper() for method in operations}
+    return allowed
+
+
+@functools.cache
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    response = to_problem(exc)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+    return response
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -201,6 +201,7 @@ class ChannelOpened:
     token: str
     deposit: int
     challenge_period: int
+    voucher_signer: str
     meta: LogMeta
 
 
@@ -631,6 +632,24 @@ class ChainClient:
                                                  cumulative_amount)
         return bytes(self._call("hashVoucher", fn.call))
 
+    def close_consent_digest(self, channel_id: bytes, cumulative_amount: int,
+                             deadline: int) -> bytes:
+        """The contract's own EIP-712 digest of ``CloseConsent(channelId, amount, deadline)``."""
+        fn = self.contract.functions.hashCloseConsent(_bytes32(channel_id, "channel id"),
+                                                      cumulative_amount, deadline)
+        return bytes(self._call("hashCloseConsent", fn.call))
+
+    def type_hash(self, name: str) -> bytes:
+        """One of the contract's public ``*_TYPEHASH`` constants, e.g. ``"VOUCHER_TYPEHASH"``."""
+        return bytes(self._call(name, getattr(self.contract.functions, name)().call))
+
+    def token_info(self, token: str) -> tuple[str, int]:
+        """An ERC-20's ``(symbol, decimals)`` as its contract reports them."""
+        erc20 = self.w3.eth.contract(address=_address(token), abi=_ERC20_ABI)
+        symbol = str(self._call("symbol", erc20.functions.symbol().call))
+        decimals = int(self._call("decimals", erc20.functions.decimals().call))
+        return symbol, decimals
+
     def eip712_domain(self) -> dict[str, Any]:
         """The contract's EIP-5267 domain (name, version, chainId, verifyingContract)."""
         got = self._call("eip712Domain", self.contract.functions.eip712Domain().call)
@@ -647,8 +666,12 @@ class ChainClient:
         token: str = ZERO_ADDRESS,
         challenge_period: int,
         salt: bytes,
+        voucher_signer: str = ZERO_ADDRESS,
     ) -> tuple[bytes, TxResult]:
-        """Open a channel funded with ``amount`` (ETH, or ERC-20 after an approve if needed)."""
+        """Open a channel funded with ``amount`` (ETH, or ERC-20 after an approve if needed).
+
+        ``voucher_signer`` may sign vouchers besides the payer (zero address: only the payer).
+        """
         payer = self.sender
         token = _address(token)
         channel_id = channel_id_for(payer, payee, token, salt)
@@ -656,7 +679,8 @@ class ChainClient:
         _require_positive(amount, "deposit")
         if token != ZERO_ADDRESS:
             self._ensure_allowance(token, amount)
-        fn = self.contract.functions.open(_address(payee), token, amount, challenge_period, salt)
+        fn = self.contract.functions.open(_address(payee), token, amount, challenge_period, salt,
+                                          _address(voucher_signer))
         result = self._transact("open", fn, value=amount if token == ZERO_ADDRESS else 0)
         return channel_id, result
 
@@ -668,6 +692,7 @@ class ChainClient:
         token: str,
         challenge_period: int,
         salt: bytes,
+        voucher_signer: str = ZERO_ADDRESS,
         deadline: int | None = None,
     ) -> tuple[bytes, TxResult]:
         """Open an ERC-20 channel in one transaction using an EIP-2612 permit signed here."""
@@ -682,7 +707,8 @@ class ChainClient:
             deadline = self.timestamp() + 3600
         v, r, s = self.sign_permit(token, self.address, amount, deadline)
         fn = self.contract.functions.openWithPermit(
-            _address(payee), token, amount, challenge_period, salt, deadline, v, r, s
+            _address(payee), token, amount, challenge_period, salt, _address(voucher_signer),
+            deadline, v, r, s,
         )
         return channel_id, self._transact("openWithPermit", fn)
 
@@ -748,13 +774,21 @@ class ChainClient:
         self,
         channel_id: bytes,
         cumulative_amount: int,
+        deadline: int,
         payer_signature: bytes,
         payee_signature: bytes,
     ) -> TxResult:
+        """Close now with the payee's ``CloseConsent(cumulative_amount, deadline)``."""
         if self.check_preconditions:
             self._check_live(channel_id)
+            now = self.timestamp()
+            if now > deadline:
+                # Block time only moves forward: the consent can never be used again.
+                raise PreconditionFailed(
+                    f"close consent for 0x{channel_id.hex()} expired at {deadline} (block time "
+                    f"now {now}); ask the payee for a new one", deadline=deadline, now=now)
         fn = self.contract.functions.cooperativeClose(
-            channel_id, cumulative_amount, payer_signature, payee_signature
+            channel_id, cumulative_amount, deadline, payer_signature, payee_signature
         )
         return self._transact("cooperativeClose", fn)
 
@@ -1076,13 +1110,14 @@ def _require_positive(amount: int, what: str) -> None:
 
 def _to_channel(channel_id: bytes, raw: Any) -> OnchainChannel:
     # web3 returns the struct as a tuple in ABI order: payer, payee, token, deposit, claimed,
-    # challengePeriod, closesAt, status (PROTOCOL.md fixes the names, so map by name if we can).
+    # challengePeriod, closesAt, status, voucherSigner (PROTOCOL.md fixes the names, so map by
+    # name if we can).
     if isinstance(raw, dict):
         fields = [raw[k] for k in ("payer", "payee", "token", "deposit", "claimed",
-                                   "challengePeriod", "closesAt", "status")]
+                                   "challengePeriod", "closesAt", "status", "voucherSigner")]
     else:
         fields = list(raw)
-    payer, payee, token, deposit, claimed, period, closes_at, status = fields
+    payer, payee, token, deposit, claimed, period, closes_at, status, signer = fields
     return OnchainChannel(
         channel_id=channel_id,
         payer=_address(payer),
@@ -1093,6 +1128,7 @@ def _to_channel(channel_id: bytes, raw: Any) -> OnchainChannel:
         challenge_period=int(period),
         closes_at=int(closes_at),
         status=ChannelStatus(int(status)),
+        voucher_signer=_address(signer),
     )
 
 
@@ -1100,7 +1136,7 @@ def _typed_event(name: str, v: dict[str, Any], meta: LogMeta) -> ChannelEvent:
     if name == "ChannelOpened":
         return ChannelOpened(bytes(v["channelId"]), _address(v["payer"]), _address(v["payee"]),
                              _address(v["token"]), int(v["deposit"]), int(v["challengePeriod"]),
-                             meta)
+                             _address(v["voucherSigner"]), meta)
     if name == "ChannelToppedUp":
         return ChannelToppedUp(bytes(v["channelId"]), int(v["amount"]), int(v["deposit"]), meta)
     if name == "Claimed":
@@ -1135,6 +1171,10 @@ _ERC20_ABI: list[dict[str, Any]] = [
      "outputs": [{"name": "", "type": "uint256"}]},
     {"type": "function", "name": "name", "stateMutability": "view", "inputs": [],
      "outputs": [{"name": "", "type": "string"}]},
+    {"type": "function", "name": "symbol", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "", "type": "string"}]},
+    {"type": "function", "name": "decimals", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "", "type": "uint8"}]},
     {"type": "function", "name": "eip712Domain", "stateMutability": "view", "inputs": [],
      "outputs": [{"name": "fields", "type": "bytes1"}, {"name": "name", "type": "string"},
                  {"name": "version", "type": "string"}, {"name": "chainId", "type": "uint256"},

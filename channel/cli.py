@@ -1,9 +1,11 @@
 """The ``piecework`` command: local node, deploy, channel operations, payments, watcher, server.
 
 Every failure Piecework anticipates is a :class:`~channel.errors.PieceworkError`; the command
-prints it as one line ``error: <message>`` on stderr and exits 1 (no traceback). Amount flags
-take integer base units (wei / token units) as decimal strings only: ``1e18`` or ``1.5`` are
-refused rather than rounded. Configuration comes from flags or ``PIECEWORK_*`` variables.
+prints it as one line ``error: <message>`` on stderr and exits 1 (no traceback). Amounts that
+move money (``open``, ``top-up``, ``pay``, ``tasks request``) are plain integers in base units
+or decimals with a unit, ``0.003eth``, ``1.5gwei``, ``2.5tusd`` (the token's symbol, read from
+its contract), converted exactly (``channel.units``); ``1e18`` or a bare ``1.5`` are refused
+rather than guessed. Configuration comes from flags or ``PIECEWORK_*`` variables.
 """
 
 # Imports inside commands are deliberate: web3 and friends take ~0.5 s to import, and
@@ -104,6 +106,7 @@ class _Hex32(click.ParamType[bytes, Any]):
 
 AMOUNT = _Amount()
 BYTES32 = _Hex32()
+MONEY_HELP = "Base units (1500000) or a decimal with a unit: 0.003eth, 1.5gwei, 2.5tusd."
 
 
 # --- shared configuration ------------------------------------------------------------------------
@@ -118,14 +121,18 @@ class Config:
     confirmations: int
     rpc_timeout: float
     artifact: str | None
+    _key: Any = None
 
     def key(self) -> Any:
+        """The signing key, decrypted once per command (one password prompt, not one per use)."""
         from channel.keys import load_key
 
-        return load_key(
-            self.keystore,
-            prompt=lambda text: click.prompt(text, hide_input=True, err=True),
-        )
+        if self._key is None:
+            self._key = load_key(
+                self.keystore,
+                prompt=lambda text: click.prompt(text, hide_input=True, err=True),
+            )
+        return self._key
 
     def client(self, *, sign: bool = True, progress: Callable[[str], None] | None = None) -> Any:
         from channel.chain import DEFAULT_ARTIFACT, ChainClient
@@ -146,6 +153,43 @@ class Config:
         from channel.config import DEFAULT_DATABASE_URL
 
         return self.database_url or DEFAULT_DATABASE_URL
+
+
+def _password(what: str, *, confirm: bool = False) -> str:
+    """PIECEWORK_KEYSTORE_PASSWORD, else a prompt (never echoed)."""
+    from channel.keys import KEYSTORE_PASSWORD_ENV
+
+    given = os.environ.get(KEYSTORE_PASSWORD_ENV)
+    if given:
+        return given
+    answer: str = click.prompt(f"Password for {what}", hide_input=True,
+                               confirmation_prompt=confirm, err=True)
+    return answer
+
+
+def _units(client: Any, token: str) -> Any:
+    """How amounts of ``token`` are written (ETH, or the ERC-20's symbol and decimals)."""
+    from channel.units import eth_units, token_units
+
+    if token == ZERO_ADDRESS:
+        return eth_units()
+    symbol, decimals = client.token_info(token)
+    return token_units(token, symbol, decimals)
+
+
+def _money(text: str, units: Any) -> int:
+    from channel.units import parse_amount_text
+
+    amount = parse_amount_text(text, units)
+    if amount <= 0:
+        raise InvalidInput(f"amount must be positive, got {text!r}")
+    return amount
+
+
+def _shown(amount: int, units: Any) -> str:
+    from channel.units import format_amount
+
+    return f"{amount} ({format_amount(amount, units)})"
 
 
 pass_config = click.make_pass_decorator(Config)
@@ -250,39 +294,59 @@ def deploy(cfg: Config, stablecoin: bool) -> None:
 
 @cli.command("open")
 @click.option("--payee", required=True, help="Payee address.")
-@click.option("--amount", type=AMOUNT, required=True, help="Deposit in base units.")
+@click.option("--amount", required=True, help="Deposit. " + MONEY_HELP)
 @click.option("--token", default=ZERO_ADDRESS, help="ERC-20 address; omit for ETH.")
 @click.option("--challenge-period", type=click.IntRange(min=1), default=86_400,
               show_default=True, help="Seconds between startClose and settle.")
 @click.option("--permit", is_flag=True, help="ERC-20 only: one transaction with EIP-2612.")
 @click.option("--salt", type=BYTES32, default=None, help="32-byte hex salt (default random).")
+@click.option("--voucher-signer", "voucher_signer", default=None, metavar="new|ADDRESS",
+              help="A second key that signs vouchers: `new` creates one in an encrypted "
+              "keystore next to the payer's store (this client then pays every task without "
+              "the wallet), or the address of a key held elsewhere.")
 @pass_config
 def open_cmd(  # noqa: PLR0917 - click passes options by keyword
-    cfg: Config, payee: str, amount: int, token: str, challenge_period: int, permit: bool,
-    salt: bytes | None,
+    cfg: Config, payee: str, amount: str, token: str, challenge_period: int, permit: bool,
+    salt: bytes | None, voucher_signer: str | None,
 ) -> None:
-    """Open and fund a channel; prints its id."""
+    """Open and fund a channel; prints its id (and its voucher signer's address)."""
+    from channel.messages import parse_address
+    from channel.payer import new_voucher_signer
+
     salt = salt or secrets.token_bytes(32)
+    signer: Any = None
+    keystore: str | None = None
+    if voucher_signer == "new":
+        signer, keystore = new_voucher_signer(
+            cfg.database(), _password("the new voucher signer's keystore", confirm=True))
+    elif voucher_signer is not None:
+        signer = parse_address(voucher_signer)
     with _progress("opening channel") as progress:
         client = cfg.client(progress=progress)
-        if permit:
-            channel_id, _ = client.open_with_permit(payee, amount, token=token,
-                                                    challenge_period=challenge_period, salt=salt)
-        else:
-            channel_id, _ = client.open(payee, amount, token=token,
-                                        challenge_period=challenge_period, salt=salt)
+        deposit = _money(amount, _units(client, parse_address(token)))
+        payer = _payer(cfg, client)
+        channel_id = payer.open_channel(
+            payee, deposit, token=token, challenge_period=challenge_period, permit=permit,
+            salt=salt, voucher_signer=signer, voucher_signer_keystore=keystore,
+        )
     click.echo(_hex(channel_id))
+    if signer is not None:
+        address = signer if isinstance(signer, str) else signer.address
+        click.echo(f"voucher_signer {address}")
+        if keystore:
+            err_console.print(f"voucher signer key in {keystore} (back it up with the store)")
 
 
 @cli.command("top-up")
 @click.option("--channel", "channel_id", type=BYTES32, required=True)
-@click.option("--amount", type=AMOUNT, required=True)
+@click.option("--amount", required=True, help=MONEY_HELP)
 @pass_config
-def top_up(cfg: Config, channel_id: bytes, amount: int) -> None:
+def top_up(cfg: Config, channel_id: bytes, amount: str) -> None:
     """Add funds to an open channel."""
     with _progress("topping up") as progress:
         client = cfg.client(progress=progress)
-        client.top_up(channel_id, amount)
+        units = _units(client, client.get_channel(channel_id).token)
+        client.top_up(channel_id, _money(amount, units))
         ch = client.get_channel(channel_id)
     click.echo(f"deposit {ch.deposit}")
 
@@ -290,14 +354,18 @@ def top_up(cfg: Config, channel_id: bytes, amount: int) -> None:
 @cli.command()
 @click.option("--service", required=True, help="Base URL of the payee service.")
 @click.option("--channel", "channel_id", type=BYTES32, required=True)
-@click.option("--task", "task_id", required=True, help="Task id (any string).")
-@click.option("--amount", type=AMOUNT, required=True)
+@click.option("--task", "task_id", required=True, help="Task id (1..256 characters).")
+@click.option("--amount", required=True, help=MONEY_HELP)
 @pass_config
-def pay(cfg: Config, service: str, channel_id: bytes, task_id: str, amount: int) -> None:
-    """Pay for one task with a signed voucher; prints the cumulative amount receipted."""
-    payer = _payer(cfg, cfg.client())
-    receipt = payer.pay(service, channel_id, task_id, amount)
-    click.echo(f"receipt cumulative_amount={receipt.cumulative_amount} "
+def pay(cfg: Config, service: str, channel_id: bytes, task_id: str, amount: str) -> None:
+    """Pay for one task with a signed voucher (the channel's voucher signer when this client
+    holds it, else the payer key); prints the verified receipt."""
+    client = cfg.client()
+    payer = _payer(cfg, client, channel_id)
+    units = _units(client, client.get_channel(channel_id).token)
+    receipt = payer.pay(service, channel_id, task_id, _money(amount, units))
+    click.echo(f"receipt amount={_shown(receipt.amount, units)} "
+               f"cumulative_amount={receipt.cumulative_amount} "
                f"signature={_hex(receipt.signature)}")
 
 
@@ -334,7 +402,7 @@ def close(cfg: Config, channel_id: bytes, service: str | None) -> None:
     with _progress("closing") as progress:
         client = cfg.client(progress=progress)
         if service:
-            payer = _payer(cfg, client)
+            payer = _payer(cfg, client, channel_id)
             try:
                 result = payer.cooperative_close(service, channel_id)
                 click.echo(f"closed cooperatively (tx {_hex(result.tx_hash)})")
@@ -475,6 +543,109 @@ def watch(
         watcher.lock.release()
 
 
+# --- task requests -------------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group)
+def tasks() -> None:
+    """Task requests: the freelancer asks to be paid for a task, the client pays what is asked."""
+
+
+_operator_option = click.option(
+    "--operator-token", envvar="PIECEWORK_OPERATOR_TOKEN", default=None,
+    help="The service's operator bearer token (PIECEWORK_OPERATOR_TOKEN).")
+
+
+@tasks.command("request")
+@click.option("--service", required=True, help="Base URL of the payee service.")
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@click.option("--task", "task_id", required=True, help="Task id (1..256 characters).")
+@click.option("--amount", required=True, help=MONEY_HELP)
+@click.option("--description", default="", help="Plain text for the client, <= 2,000 chars.")
+@_operator_option
+@pass_config
+def tasks_request(  # noqa: PLR0917 - click passes options by keyword
+    cfg: Config, service: str, channel_id: bytes, task_id: str, amount: str, description: str,
+    operator_token: str | None,
+) -> None:
+    """Freelancer: ask the channel's client to pay AMOUNT for TASK (operator API)."""
+    if not operator_token:
+        raise ConfigError("tasks request needs the operator token: set PIECEWORK_OPERATOR_TOKEN")
+    client = cfg.client(sign=False)
+    units = _units(client, client.get_channel(channel_id).token)
+    body = _service_call(
+        "POST", service, f"/v1/channels/{_hex(channel_id)}/tasks",
+        headers={"Authorization": f"Bearer {operator_token}"},
+        json={"task_id": task_id, "amount": str(_money(amount, units)),
+              "description": description},
+    )
+    task = body["task"]
+    click.echo(f"{task['status']} {task['task_id']} {_shown(int(task['amount']), units)}")
+
+
+@tasks.command("list")
+@click.option("--service", required=True, help="Base URL of the payee service.")
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@click.option("--status", type=click.Choice(["requested", "paid"]), default=None)
+@_operator_option
+@pass_config
+def tasks_list(
+    cfg: Config, service: str, channel_id: bytes, status: str | None, operator_token: str | None,
+) -> None:
+    """The channel's task requests, oldest first: as the client (an Access signature by its
+    payer or voucher signer) or, with the operator token, as the freelancer."""
+    client = cfg.client(sign=False)
+    units = _units(client, client.get_channel(channel_id).token)
+    if operator_token:
+        body = _service_call(
+            "GET", service, f"/v1/channels/{_hex(channel_id)}/tasks",
+            headers={"Authorization": f"Bearer {operator_token}"},
+            params={"status": status} if status else None,
+        )
+        rows = [(t["status"], t["task_id"], int(t["amount"]), t["description"])
+                for t in body["tasks"]]
+    else:
+        payer = _payer(cfg, cfg.client(), channel_id)
+        rows = [(t.status, t.task_id, t.amount, t.description)
+                for t in payer.tasks(service, channel_id, status)]
+    for state, task_id, value, description in rows:
+        click.echo(f"{state:<9} {task_id}  {_shown(value, units)}  {description!r}")
+
+
+@tasks.command("pay")
+@click.option("--service", required=True, help="Base URL of the payee service.")
+@click.option("--channel", "channel_id", type=BYTES32, required=True)
+@pass_config
+def tasks_pay(cfg: Config, service: str, channel_id: bytes) -> None:
+    """Client: pay every requested task, each for exactly the amount asked."""
+    client = cfg.client()
+    payer = _payer(cfg, client, channel_id)
+    units = _units(client, client.get_channel(channel_id).token)
+    for receipt in payer.pay_requested(service, channel_id):
+        click.echo(f"paid {receipt.task_id} {_shown(receipt.amount, units)} "
+                   f"cumulative_amount={receipt.cumulative_amount}")
+
+
+def _service_call(method: str, base: str, path: str, **kwargs: Any) -> Any:
+    """One request to the payee service; its problem+json comes back as a PieceworkError."""
+    import httpx
+
+    from channel.payer import ServiceUnavailable, problem_error
+
+    try:
+        response = httpx.request(method, base.rstrip("/") + path, timeout=10, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(f"payee service {base} unreachable: {type(exc).__name__}") \
+            from None
+    if response.is_success:
+        return response.json()
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    raise problem_error(response.status_code, problem, method, path)
+
+
 # --- keys ----------------------------------------------------------------------------------------
 
 
@@ -503,11 +674,15 @@ def keys_address(cfg: Config) -> None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _payer(cfg: Config, client: Any) -> Any:
-    """The payer library on the configured database (it records every voucher it signs)."""
+def _payer(cfg: Config, client: Any, channel_id: bytes | None = None) -> Any:
+    """The payer library on the configured database (it records every voucher it signs),
+    with the channel's voucher signer loaded when this client holds it."""
     from channel.payer import Payer
 
-    return Payer.from_url(client, cfg.key(), cfg.database())
+    payer = Payer.from_url(client, cfg.key(), cfg.database())
+    if channel_id is not None:
+        payer.load_voucher_signer(channel_id, lambda: _password("the voucher signer's keystore"))
+    return payer
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -11,13 +11,37 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from channel.errors import ConfigError, InvalidAddress
-from channel.messages import parse_address
+from channel.errors import ConfigError, InvalidAddress, InvalidAmount
+from channel.messages import ZERO_ADDRESS, parse_address, parse_amount
 from channel.state import DEFAULT_MIN_CHALLENGE_PERIOD
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "parse_accepted_tokens"]
 
 DEFAULT_DATABASE_URL = "sqlite:///./.piecework/piecework.db"
+
+
+def parse_accepted_tokens(text: str) -> dict[str, int]:
+    """``ETH,0xToken:1000000`` -> {address (zero for ETH): least deposit in base units}.
+
+    Entries are ``ETH`` or a token address, each optionally ``:MIN_DEPOSIT`` (base units,
+    default 0), separated by commas. ``ValueError`` names the entry that is wrong.
+    """
+    tokens: dict[str, int] = {}
+    for entry in text.split(","):
+        item = entry.strip()
+        if not item:
+            raise ValueError(f"empty entry in {text!r}")
+        name, colon, minimum = item.partition(":")
+        name = name.strip()
+        try:
+            address = ZERO_ADDRESS if name.upper() == "ETH" else parse_address(name)
+            least = parse_amount(minimum.strip()) if colon else 0
+        except (InvalidAddress, InvalidAmount) as exc:
+            raise ValueError(f"accepted token {item!r}: {exc.message}") from None
+        if address in tokens:
+            raise ValueError(f"accepted token {name!r} is listed twice")
+        tokens[address] = least
+    return tokens
 
 
 class Settings(BaseSettings):
@@ -81,6 +105,18 @@ class Settings(BaseSettings):
         description="Claim unclaimed value that is older than this many seconds anyway "
         "(0 disables the age rule).",
     )
+    accepted_tokens: str = Field(
+        "ETH",
+        description="Tokens channels may be in: comma-separated `ETH` or token addresses, each "
+        "optionally `:MIN_DEPOSIT` in base units (e.g. `ETH:1000000000000000,0xA0b8...:5000000`).",
+    )
+    consent_ttl_seconds: int = Field(
+        900,
+        ge=1,
+        le=3600,
+        description="A close consent's deadline is the latest block's timestamp plus this; the "
+        "channel takes no payment until then.",
+    )
     host: str = Field("127.0.0.1", description="HTTP bind address (loopback by default).")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
     max_body_bytes: int = Field(
@@ -97,6 +133,16 @@ class Settings(BaseSettings):
         except InvalidAddress as exc:
             # pydantic reports ValueErrors with the variable's name; ours would escape raw.
             raise ValueError(exc.message) from None
+
+    @field_validator("accepted_tokens")
+    @classmethod
+    def _tokens(cls, value: str) -> str:
+        parse_accepted_tokens(value)
+        return value
+
+    def accepted_token_minimums(self) -> dict[str, int]:
+        """``accepted_tokens`` parsed: token address (zero for ETH) -> least deposit."""
+        return parse_accepted_tokens(self.accepted_tokens)
 
     @model_validator(mode="after")
     def _database_dir(self) -> Settings:

@@ -5,17 +5,25 @@
     │   ├── InvalidBytes32            not exactly 32 bytes / not 0x hex
     │   ├── InvalidAddress            wrong length, not hex, or bad EIP-55 checksum
     │   ├── InvalidAmount             not an integer in 0..2**256-1 (or not a decimal string)
-    │   ├── InvalidTaskId             empty or too long task id
-    │   └── MalformedSignature        not 65 bytes, bad v, or high-s (EIP-2)
-    ├── PaymentRejected               a well-formed voucher the payee must not accept
+    │   ├── InvalidTaskId             not 1..256 code points, a control character, a surrogate
+    │   ├── InvalidDescription        a task description that is not plain text of <= 2,000
+    │   └── MalformedSignature        not 65 bytes of 0x hex (the shape; see InvalidSignature)
+    ├── PaymentRejected               a well-formed request the payee must not accept
     │   ├── UnknownChannel            no such channel on chain (or not for our payee)
-    │   ├── ChannelNotOpen            closing, closed, or never opened
+    │   ├── ChannelNotOpen            closing, closed, never opened, or frozen by a consent
     │   ├── ChannelClosingSoon        closesAt is inside the safety margin
+    │   ├── TokenNotAccepted          the channel's token is not accepted, or deposit too low
     │   ├── ChallengePeriodTooShort   below the service's minimum
-    │   ├── WrongSigner               signature does not recover to the channel's payer
+    │   ├── InvalidSignature          bad v/r/s, high s, or not by an allowed signer
     │   ├── StaleVoucher              does not extend the latest accepted voucher (race/replay)
-    │   ├── TaskConflict              the task id was already paid by a different voucher
+    │   ├── TaskConflict              the task id was already paid by a different voucher, or
+    │   │                             requested with another amount or description
+    │   ├── AmountMismatch            a requested task paid with another amount
     │   └── ExceedsDeposit            cumulative amount above the channel's deposit
+    ├── NotAuthorized                 who is asking may not do this
+    │   ├── AccessRequired            a payer-side read without credentials (401)
+    │   ├── AccessDenied              wrong signer or channel, expired, too far ahead (403)
+    │   └── CloseNotAuthorized        a CloseRequest not signed by the payer side (403)
     ├── ChainError                    talking to the node or the contract failed
     │   ├── NodeUnavailable           RPC unreachable or timed out
     │   ├── ContractRevert            the contract reverted with a named custom error
@@ -32,28 +40,35 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessDenied",
+    "AccessRequired",
+    "AmountMismatch",
     "ChainError",
     "ChallengePeriodTooShort",
     "ChannelClosingSoon",
     "ChannelNotOpen",
+    "CloseNotAuthorized",
     "ConfigError",
     "ContractRevert",
     "ExceedsDeposit",
     "InvalidAddress",
     "InvalidAmount",
     "InvalidBytes32",
+    "InvalidDescription",
     "InvalidInput",
+    "InvalidSignature",
     "InvalidTaskId",
     "MalformedSignature",
     "NodeUnavailable",
+    "NotAuthorized",
     "PaymentRejected",
     "PieceworkError",
     "StaleVoucher",
     "StoreError",
     "TaskConflict",
+    "TokenNotAccepted",
     "TransactionTimeout",
     "UnknownChannel",
-    "WrongSigner",
 ]
 
 
@@ -95,6 +110,10 @@ class InvalidTaskId(InvalidInput):
     code = "invalid_task_id"
 
 
+class InvalidDescription(InvalidInput):
+    code = "invalid_description"
+
+
 class MalformedSignature(InvalidInput):
     code = "malformed_signature"
 
@@ -122,8 +141,14 @@ class ChallengePeriodTooShort(PaymentRejected):
     code = "challenge_period_too_short"
 
 
-class WrongSigner(PaymentRejected):
-    code = "wrong_signer"
+class TokenNotAccepted(PaymentRejected):
+    code = "token_not_accepted"
+
+
+class InvalidSignature(PaymentRejected):
+    """Not a canonical signature (v, r, s, low s) or not by a key allowed to sign this."""
+
+    code = "invalid_signature"
 
 
 class StaleVoucher(PaymentRejected):
@@ -140,12 +165,37 @@ class TaskConflict(PaymentRejected):
     code = "task_conflict"
 
 
+class AmountMismatch(PaymentRejected):
+    """A requested task must be paid exactly the requested amount."""
+
+    code = "amount_mismatch"
+
+
 class ExceedsDeposit(PaymentRejected):
     code = "exceeds_deposit"
 
     def __init__(self, message: str, *, deposit: int, **details: Any) -> None:
         super().__init__(message, deposit=deposit, **details)
         self.deposit = deposit
+
+
+# --- authorization ------------------------------------------------------------------------------
+
+
+class NotAuthorized(PieceworkError):  # noqa: N818 - names fixed by the protocol docs
+    code = "not_authorized"
+
+
+class AccessRequired(NotAuthorized):
+    code = "access_required"
+
+
+class AccessDenied(NotAuthorized):
+    code = "access_denied"
+
+
+class CloseNotAuthorized(NotAuthorized):
+    code = "close_not_authorized"
 
 
 # --- chain --------------------------------------------------------------------------------------

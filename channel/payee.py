@@ -6,42 +6,65 @@ microraiden's ``register_payment``): parse -> load the channel (fetch it from ch
 sign the receipt -> commit (compare-and-set in the database) -> return the receipt. Nothing
 is returned before the commit.
 
+Besides payments it answers the payer side's ``CloseRequest`` with a ``CloseConsent`` (which
+freezes the channel until its deadline has passed on chain), records the payee's task
+requests, and checks ``Access`` signatures for the payer side's private reads.
+
 ``GroupCommitter`` batches concurrent ``accept`` calls into one transaction (one fsync for
 many payments), which is what makes thousands of durable acceptances per second possible on
-SQLite, whose per-commit fsync alone costs a few hundred microseconds.
+SQLite, whose per-commit fsync alone costs a few hundred microseconds. A batch the database
+refuses (``StoreError``) is redone payment by payment, so one bad row cannot fail the honest
+payments that happened to share its batch.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
+import types
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from channel.errors import (
+    AccessDenied,
+    ChannelNotOpen,
+    CloseNotAuthorized,
     ExceedsDeposit,
+    InvalidAmount,
+    InvalidDescription,
+    InvalidSignature,
     PieceworkError,
     StoreError,
+    TokenNotAccepted,
     UnknownChannel,
 )
 from channel.messages import (
+    MAX_ACCESS_AHEAD,
+    ZERO_ADDRESS,
+    Access,
     CloseConsent,
+    CloseRequest,
     Domain,
     Receipt,
     Voucher,
+    parse_access,
     parse_amount,
     parse_bytes32,
     parse_signature,
+    parse_task_id,
     task_id_hash,
 )
 from channel.signing import Signer, recover_digest
 from channel.state import (
     DEFAULT_MIN_CHALLENGE_PERIOD,
+    ChannelStatus,
+    ConsentGiven,
     OnchainChannel,
     PayeeChannelState,
     PayeeRules,
@@ -50,15 +73,28 @@ from channel.state import (
     PaymentReplayed,
     transition,
 )
-from channel.store import PayeeStore, PendingPayment, StoredPayment, prior_of
+from channel.store import (
+    PayeeStore,
+    PendingPayment,
+    Snapshot,
+    StoredConsent,
+    StoredPayment,
+    StoredTask,
+    prior_of,
+)
 
 __all__ = [
+    "DEFAULT_CONSENT_TTL",
+    "MAX_CONSENT_TTL",
+    "MAX_DESCRIPTION_LENGTH",
     "ChannelSource",
+    "GrantedConsent",
     "GroupCommitter",
     "InMemoryChannelSource",
     "PayeeService",
     "PaymentRequest",
     "SignedReceipt",
+    "TokenInfo",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,21 +102,53 @@ log = logging.getLogger(__name__)
 # A lost compare-and-set means another writer advanced the channel; re-reading turns that
 # into a definite answer (replay, stale, conflict) almost always on the first retry.
 _MAX_ATTEMPTS = 4
+_CHAIN_TIME_MAX_AGE: Final = 1.0
+
+DEFAULT_CONSENT_TTL: Final = 900
+"""Seconds from the latest block's timestamp to a new consent's deadline (15 min)."""
+MAX_CONSENT_TTL: Final = 3600
+"""PROTOCOL.md: a deadline is at most one hour after the latest block's timestamp."""
+MAX_DESCRIPTION_LENGTH: Final = 2000
+# Plain text: printable characters, line breaks and tabs; no other control character (a
+# terminal escape in a description shown to the client is an attack), no lone surrogate.
+_BAD_DESCRIPTION_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What ``/v1/info`` says of a token: read from its contract (ETH is fixed)."""
+
+    address: str
+    symbol: str
+    decimals: int
 
 
 class ChannelSource(Protocol):
-    """Where channels the store does not know yet come from (the chain client, or a twin)."""
+    """What the payee reads from the chain (the chain client, or a twin)."""
 
     def get(self, channel_id: bytes) -> OnchainChannel | None:
         """The channel as ``getChannel`` returns it, or None if it was never opened."""
         ...
 
+    def chain_time(self) -> int:
+        """The latest block's timestamp."""
+        ...
+
+    def token(self, address: str) -> TokenInfo:
+        """An ERC-20's symbol and decimals (never called for ETH)."""
+        ...
+
 
 class InMemoryChannelSource:
-    """A ``ChannelSource`` backed by a dict: the chain's twin for unit tests."""
+    """A ``ChannelSource`` backed by dicts: the chain's twin for unit tests."""
 
-    def __init__(self, channels: Sequence[OnchainChannel] = ()) -> None:
+    def __init__(
+        self, channels: Sequence[OnchainChannel] = (), *, now: int = 1_700_000_000
+    ) -> None:
         self.channels: dict[bytes, OnchainChannel] = {c.channel_id: c for c in channels}
+        self.now = now
+        """The latest block's timestamp; tests move it."""
+        self.tokens: dict[str, TokenInfo] = {}
 
     def put(self, channel: OnchainChannel) -> None:
         self.channels[channel.channel_id] = channel
@@ -88,25 +156,57 @@ class InMemoryChannelSource:
     def get(self, channel_id: bytes) -> OnchainChannel | None:
         return self.channels.get(channel_id)
 
+    def chain_time(self) -> int:
+        return self.now
+
+    def token(self, address: str) -> TokenInfo:
+        try:
+            return self.tokens[address]
+        except KeyError:
+            raise TokenNotAccepted(f"no token contract at {address}", token=address) from None
+
 
 @dataclass(frozen=True, slots=True)
 class SignedReceipt:
-    """``Receipt(channel_id, cumulative_amount, task_id)`` signed by the payee."""
+    """``Receipt(channel_id, cumulative_amount, amount, task_id)`` signed by the payee."""
 
     channel_id: bytes
     cumulative_amount: int
+    amount: int
     task_id: bytes
     """bytes32 ``keccak256(utf8(task id))``."""
     signature: bytes
 
+    @classmethod
+    def of(cls, payment: StoredPayment) -> SignedReceipt:
+        """The receipt a stored payment was answered with."""
+        return cls(
+            payment.channel_id,
+            payment.cumulative_amount,
+            payment.amount,
+            payment.task_hash,
+            payment.receipt_signature,
+        )
+
     def as_json(self) -> dict[str, str]:
-        """The protocol's JSON shape: hex ids/signature, the amount as a decimal string."""
+        """The protocol's JSON shape: hex ids/signature, amounts as decimal strings."""
         return {
             "channel_id": "0x" + self.channel_id.hex(),
-            "cumulative_amount": str(self.cumulative_amount),
             "task_id": "0x" + self.task_id.hex(),
+            "amount": str(self.amount),
+            "cumulative_amount": str(self.cumulative_amount),
             "signature": "0x" + self.signature.hex(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class GrantedConsent:
+    """The payee's ``CloseConsent(channel_id, cumulative_amount, deadline)`` and signature."""
+
+    channel_id: bytes
+    cumulative_amount: int
+    deadline: int
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,13 +284,29 @@ class PayeeService:
         source: ChannelSource | None = None,
         *,
         min_challenge_period: int = DEFAULT_MIN_CHALLENGE_PERIOD,
+        accepted_tokens: Mapping[str, int] | None = None,
+        consent_ttl: int = DEFAULT_CONSENT_TTL,
     ) -> None:
+        """``accepted_tokens``: token address (zero for ETH) -> least deposit; default ETH only.
+        ``consent_ttl``: seconds from the latest block to a consent's deadline (<= 1 h)."""
+        if not 0 < consent_ttl <= MAX_CONSENT_TTL:
+            raise ValueError(f"consent_ttl must be 1..{MAX_CONSENT_TTL} s, got {consent_ttl}")
         self.store = store
         self.signer = signer
         self.domain = domain
         self.source = source
-        self.rules = PayeeRules(min_challenge_period=min_challenge_period)
+        tokens = dict(accepted_tokens) if accepted_tokens is not None else {ZERO_ADDRESS: 0}
+        self.rules = PayeeRules(
+            min_challenge_period=min_challenge_period,
+            accepted_tokens=types.MappingProxyType(tokens),
+        )
+        self.consent_ttl = consent_ttl
         self._payee_address = signer.address
+        # The latest block timestamp seen. Block time only moves forward, so once it is past a
+        # consent's deadline it stays past: the node is asked again only for a channel whose
+        # consent may still be outstanding, never on the plain payment path.
+        self._chain_time = 0
+        self._chain_time_read = float("-inf")  # time.monotonic() of the last read
 
     # --- the payee check -------------------------------------------------------------------
 
@@ -208,16 +324,24 @@ class PayeeService:
         ``cumulative_amount`` must equal the latest accepted amount plus ``amount``. The same
         task with the same voucher again returns the same receipt. ``now`` is unix seconds.
 
-        Raises ``InvalidInput`` subclasses for malformed fields, ``UnknownChannel`` (not on
-        chain, or not for this payee), ``ChannelNotOpen``, ``ChallengePeriodTooShort``,
-        ``WrongSigner``, ``TaskConflict``, ``StaleVoucher`` (with ``current``),
-        ``ExceedsDeposit`` (with ``deposit``), ``StoreError``.
+        Raises, in PROTOCOL.md's order: ``InvalidInput`` subclasses for malformed fields;
+        ``UnknownChannel`` (not on chain, or not for this payee), ``ChannelNotOpen`` (also
+        while frozen by a consent); ``TokenNotAccepted``, ``ChallengePeriodTooShort``;
+        ``InvalidSignature``; ``TaskConflict``, ``InvalidAmount``, ``AmountMismatch``,
+        ``StaleVoucher`` (with ``current``), ``ExceedsDeposit`` (with ``deposit``). Also
+        ``StoreError`` and ``NodeUnavailable``.
         """
         request = PaymentRequest(channel_id, task_id, amount, cumulative_amount, signature, now)
         parsed = _parse(request)
+        key = (parsed.channel_id, parsed.task_hash)
         for _attempt in range(_MAX_ATTEMPTS):
-            state, stored = self.store.load(parsed.channel_id, parsed.task_hash)
-            decision = self._decide(parsed, state, stored)
+            snap = self.store.load(parsed.channel_id, parsed.task_hash)
+            decision = self._decide(
+                parsed,
+                snap.state(parsed.channel_id),
+                snap.payments.get(key),
+                snap.requested.get(key),
+            )
             if decision.pending is None:
                 return decision.receipt  # idempotent replay of a stored payment
             if self.store.accept_payment(decision.pending):
@@ -226,55 +350,92 @@ class PayeeService:
         raise StoreError(f"payment still racing after {_MAX_ATTEMPTS} attempts; retry")
 
     def _decide(
-        self, p: _Parsed, state: PayeeChannelState | None, stored: StoredPayment | None
+        self,
+        p: _Parsed,
+        state: PayeeChannelState | None,
+        stored: StoredPayment | None,
+        requested: int | None,
     ) -> _Decision:
         """Verify one parsed request against ``state`` and run the transition; writes nothing
         (except fetching an unknown channel from the chain into the store)."""
         if state is None:
             state = self._fetch(p.channel_id)
-        if state.payee != self._payee_address:
-            raise UnknownChannel(
-                f"channel 0x{p.channel_id.hex()} pays {state.payee}, not this service's payee",
-                channel="0x" + p.channel_id.hex(),
-            )
+        self._require_ours(state)
         voucher = Voucher(p.channel_id, p.cumulative_amount)
-        signer = recover_digest(self.domain.digest(voucher), p.signature)
-        change = PaymentReceived(
-            p.channel_id,
-            p.task_hash,
-            p.amount,
-            p.cumulative_amount,
-            p.signature,
-            signer,
-            p.now,
-            prior_of(stored),
-        )
         try:
-            result = transition(state, change, self.rules)
-        except ExceedsDeposit:
+            signer = recover_digest(self.domain.digest(voucher), p.signature)
+        except InvalidSignature:
+            # Not a signature at all (bad v, high s, ...): the state machine reports it at the
+            # signature step, after the channel and its terms, as PROTOCOL.md orders.
+            signer = bytes(20)
+
+        def change_for(st: PayeeChannelState) -> PaymentReceived:
+            return PaymentReceived(
+                p.channel_id,
+                p.task_hash,
+                p.amount,
+                p.cumulative_amount,
+                p.signature,
+                signer,
+                p.now,
+                prior_of(stored),
+                self._chain_time_for(st),
+                requested,
+            )
+
+        try:
+            result = transition(state, change_for(state), self.rules)
+        except (ExceedsDeposit, TokenNotAccepted):
             # Our mirror may have missed a top-up: ask the chain once before refusing.
             fresh = self._refresh(p.channel_id, state)
             if fresh is None:
                 raise
             state = fresh
-            result = transition(state, change, self.rules)
+            result = transition(state, change_for(state), self.rules)
         (event,) = result.events
         if isinstance(event, PaymentReplayed):
             if stored is None:  # pragma: no cover - a replay always has a stored payment
                 raise StoreError("replay without a stored payment")
-            receipt = SignedReceipt(
-                p.channel_id, p.cumulative_amount, p.task_hash, stored.receipt_signature
-            )
-            return _Decision(receipt, None, state)
+            return _Decision(SignedReceipt.of(stored), None, state)
         if not isinstance(event, PaymentAccepted):  # pragma: no cover
             raise StoreError(f"unexpected event {event!r}")
-        receipt_message = Receipt(p.channel_id, p.cumulative_amount, p.task_hash)
+        receipt_message = Receipt(p.channel_id, p.cumulative_amount, p.amount, p.task_hash)
         receipt_sig = self.signer.sign(self.domain, receipt_message)
         return _Decision(
-            SignedReceipt(p.channel_id, p.cumulative_amount, p.task_hash, receipt_sig),
+            SignedReceipt(p.channel_id, p.cumulative_amount, p.amount, p.task_hash, receipt_sig),
             PendingPayment(event, p.task_id, receipt_sig),
             result.new_state,
         )
+
+    def _chain_time_for(self, state: PayeeChannelState) -> int:
+        """Block time good enough to decide ``state``'s freeze: cached unless a consent may
+        still be outstanding by it, then the node's latest block (``NodeUnavailable`` if down:
+        a payment must not slip into a consent's window because the node was unreachable)."""
+        deadline = state.consent_deadline
+        if deadline is None or self._chain_time > deadline:
+            return self._chain_time
+        # At most one node read per second for frozen channels: a payer hammering a frozen
+        # channel must not put a node round trip into every batch. A cached time is never
+        # ahead of the chain, so this can only keep the freeze a moment longer, not shorten it.
+        return self._fresh_chain_time(max_age=_CHAIN_TIME_MAX_AGE)
+
+    def _fresh_chain_time(self, max_age: float = 0.0) -> int:
+        if self.source is None:
+            raise ChannelNotOpen("no chain to tell the time of a close consent's deadline")
+        if time.monotonic() - self._chain_time_read < max_age:
+            return self._chain_time
+        now = self.source.chain_time()
+        self._chain_time = max(self._chain_time, now)
+        self._chain_time_read = time.monotonic()
+        return self._chain_time
+
+    def _require_ours(self, state: PayeeChannelState) -> None:
+        if state.payee != self._payee_address:
+            raise UnknownChannel(
+                f"channel 0x{state.channel_id.hex()} pays {state.payee}, not this service's "
+                "payee",
+                channel="0x" + state.channel_id.hex(),
+            )
 
     def _fetch(self, channel_id: bytes) -> PayeeChannelState:
         onchain = self.source.get(channel_id) if self.source is not None else None
@@ -298,11 +459,11 @@ class PayeeService:
     ) -> list[SignedReceipt | PieceworkError]:
         """``accept`` for many requests with ONE commit; per request a receipt or the error.
 
-        Channels and stored payments are read in two queries; requests on the same channel
-        are decided in order, each on top of the previous one's new state. If the commit
-        loses a race (another process wrote one of the channels meanwhile) every payment of
-        the batch is redone alone with ``accept``, as is any request repeating a task already
-        decided in this batch.
+        Channels, stored payments and requested tasks are read in three queries; requests on
+        the same channel are decided in order, each on top of the previous one's new state. If
+        the commit loses a race (another process wrote one of the channels meanwhile) or the
+        database refuses it, every payment of the batch is redone alone with ``accept``, as is
+        any request repeating a task already decided in this batch.
         """
         plan = self._plan(requests)
         return self._finish(plan, self._commit(plan))
@@ -324,12 +485,13 @@ class PayeeService:
                 plan.results[i] = exc
                 plan.parsed.append(None)
         try:
-            states, stored = self.store.load_many(
+            snap: Snapshot = self.store.load_many(
                 (p.channel_id, p.task_hash) for p in plan.parsed if p is not None
             )
         except PieceworkError as exc:
             plan.results = [exc if r is None else r for r in plan.results]
             return plan
+        states = snap.states
         if overlay:
             states.update({c: st for c, st in overlay.items() if c in states})
         seen = set(inflight_tasks)
@@ -342,7 +504,9 @@ class PayeeService:
                 continue
             seen.add(key)
             try:
-                decision = self._decide(p, states.get(p.channel_id), stored.get(key))
+                decision = self._decide(
+                    p, states.get(p.channel_id), snap.payments.get(key), snap.requested.get(key)
+                )
             except PieceworkError as exc:
                 plan.results[i] = exc
                 continue
@@ -370,19 +534,21 @@ class PayeeService:
         """Results of a committed plan; redo alone what could not be answered from it.
 
         ``redo_all``: the plan was decided on top of a batch that then failed, so every
-        decision in it (refusals included) is redone against the database.
+        decision in it (refusals included) is redone against the database. A batch the
+        database refused is redone payment by payment too: the refusal may be one request's
+        fault (a value it cannot store), and the others must not pay for it.
         """
         results = plan.results
         later = list(plan.later)
         if redo_all:
             later.extend(i for i, p in enumerate(plan.parsed) if p is not None)
-        elif isinstance(committed, StoreError):
-            for i, _ in plan.pending:
-                results[i] = committed
-        elif committed:
+        elif committed is True:
             for i, d in plan.pending:
                 results[i] = d.receipt
         else:
+            if isinstance(committed, StoreError):
+                log.warning("payment batch refused (%s); redoing it payment by payment",
+                            committed)
             later.extend(i for i, _ in plan.pending)
         for i in sorted(set(later)):
             r = plan.requests[i]
@@ -404,24 +570,164 @@ class PayeeService:
             state = self._fetch(cid)
         return state
 
-    def close_consent(self, channel_id: bytes | str) -> tuple[int, bytes]:
-        """``(cumulative_amount, payee signature)`` of ``CloseConsent`` for the latest voucher.
-
-        With it the payer (or anyone) can ``cooperativeClose`` at the amount we hold a voucher
-        for, so the amount is frozen first: the channel accepts no payment after a consent
-        (``ChannelNotOpen``), otherwise a payer could close at the consented amount and leave
-        every later receipt unpaid. Asking again returns a consent for the same amount.
-        Raises ``UnknownChannel`` for channels we never saw or that are not ours.
-        """
+    def ours(self, channel_id: bytes | str) -> PayeeChannelState:
+        """``latest``, and ``UnknownChannel`` too when the channel pays another payee."""
         state = self.latest(channel_id)
-        if state.payee != self._payee_address:
-            raise UnknownChannel(
-                f"channel 0x{state.channel_id.hex()} is not this service's",
-                channel="0x" + state.channel_id.hex(),
+        self._require_ours(state)
+        return state
+
+    def receipts(
+        self, channel_id: bytes | str, *, after: int | None = None, limit: int = 500
+    ) -> tuple[list[SignedReceipt], int | None]:
+        """A page of the channel's receipts in ascending cumulative order (see the store)."""
+        state = self.ours(channel_id)
+        payments, next_after = self.store.receipts(state.channel_id, after=after, limit=limit)
+        return [SignedReceipt.of(p) for p in payments], next_after
+
+    def tasks(self, channel_id: bytes | str, status: str | None = None) -> list[StoredTask]:
+        """The channel's requested tasks, oldest first."""
+        state = self.ours(channel_id)
+        return self.store.tasks(state.channel_id, status)
+
+    # --- access ----------------------------------------------------------------------------
+
+    def check_access(self, channel_id: bytes | str, credential: str, now: int) -> None:
+        """``AccessDenied`` unless ``credential`` (``<expires>.<signature>``) is an ``Access``
+        signature for this channel by its payer or voucher signer, not expired at ``now``
+        (the service's clock) and expiring at most ``MAX_ACCESS_AHEAD`` seconds ahead.
+        ``UnknownChannel`` for a channel that is not ours."""
+        state = self.ours(channel_id)
+        try:
+            expires, signature = parse_access(credential)
+        except PieceworkError as exc:
+            raise AccessDenied(f"malformed access credential: {exc}") from None
+        if expires < now:
+            raise AccessDenied(f"access expired at {expires} (now {now})", expires=expires)
+        if expires > now + MAX_ACCESS_AHEAD:
+            raise AccessDenied(
+                f"access expires at {expires}, more than {MAX_ACCESS_AHEAD} s after now ({now})",
+                expires=expires,
             )
-        state = self.store.consent_to_close(state.channel_id)
-        consent = CloseConsent(state.channel_id, state.accepted)
-        return state.accepted, self.signer.sign(self.domain, consent)
+        try:
+            signer = recover_digest(
+                self.domain.digest(Access(state.channel_id, expires)), signature
+            )
+        except InvalidSignature as exc:
+            raise AccessDenied(f"access signature: {exc}") from None
+        if not state.may_sign(signer):
+            raise AccessDenied(
+                f"access is signed by 0x{signer.hex()}, not by this channel's payer or voucher "
+                "signer"
+            )
+
+    # --- close -----------------------------------------------------------------------------
+
+    def close(
+        self, channel_id: bytes | str, cumulative_amount: int | str, signature: bytes | str
+    ) -> GrantedConsent:
+        """The payee's ``CloseConsent`` answering the payer side's ``CloseRequest``.
+
+        The request must be signed by the payer or the voucher signer (``CloseNotAuthorized``,
+        nothing changes) and name the latest accepted amount (``StaleVoucher``); the channel
+        must be open or closing (``ChannelNotOpen``). The consent's
+        deadline is the latest block's timestamp plus ``consent_ttl``; it is stored, and the
+        channel frozen, before it is returned: until a block later than the deadline exists
+        the channel accepts no payment and the same request gets the same consent back.
+        ``UnknownChannel``/``ChannelNotOpen`` for a channel that is not ours or is closed.
+        """
+        cid = parse_bytes32(channel_id)
+        amount = parse_amount(cumulative_amount)
+        raw_signature = parse_signature(signature)
+        for _attempt in range(_MAX_ATTEMPTS):
+            state = self.ours(cid)
+            self._require_close_request(state, amount, raw_signature)
+            chain_time = self._fresh_chain_time()
+            outstanding = state.consent_deadline if state.frozen_at(chain_time) else None
+            deadline = outstanding if outstanding is not None else chain_time + self.consent_ttl
+            # The rules (status, latest amount) are the state machine's.
+            transition(state, ConsentGiven(cid, amount, deadline), self.rules)
+            consent = self._consent(state, deadline)
+            if outstanding is not None:
+                # Signatures are deterministic (RFC 6979): this is the consent handed out.
+                return consent
+            stored = StoredConsent(consent.cumulative_amount, consent.deadline, consent.signature)
+            if self.store.record_consent(state, stored):
+                return consent
+            log.debug("consent on 0x%s raced a payment; re-reading", cid.hex())
+        raise StoreError(f"close of 0x{cid.hex()} still racing after {_MAX_ATTEMPTS} attempts")
+
+    def _require_close_request(
+        self, state: PayeeChannelState, amount: int, signature: bytes
+    ) -> None:
+        message = CloseRequest(state.channel_id, amount)
+        try:
+            signer = recover_digest(self.domain.digest(message), signature)
+        except InvalidSignature as exc:
+            raise CloseNotAuthorized(f"close request signature: {exc}") from None
+        if not state.may_sign(signer):
+            raise CloseNotAuthorized(
+                f"close request is signed by 0x{signer.hex()}, neither the payer "
+                f"{state.payer} nor the channel's voucher signer"
+            )
+
+    def _consent(self, state: PayeeChannelState, deadline: int) -> GrantedConsent:
+        message = CloseConsent(state.channel_id, state.accepted, deadline)
+        signature = self.signer.sign(self.domain, message)
+        return GrantedConsent(state.channel_id, state.accepted, deadline, signature)
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def request_task(
+        self,
+        channel_id: bytes | str,
+        task_id: str,
+        amount: int | str,
+        description: str,
+        now: int,
+    ) -> tuple[StoredTask, bool]:
+        """Ask the channel's payer to pay ``amount`` for ``task_id``; ``(task, created)``.
+
+        The same request again returns the stored task (``created`` False); the same task id
+        with another amount or description is a ``TaskConflict``. The channel must be ours
+        and open. ``now`` (the service's clock) becomes ``requested_at``.
+        """
+        cid = parse_bytes32(channel_id)
+        task_hash = task_id_hash(task_id)
+        value = parse_amount(amount)
+        if value <= 0:
+            raise InvalidAmount(f"a task's amount must be positive, got {value}", got=value)
+        text = _parse_description(description)
+        state = self.ours(cid)
+        if state.status is not ChannelStatus.OPEN:
+            raise ChannelNotOpen(
+                f"channel 0x{cid.hex()} is {state.status.name.lower()}, not open",
+                status=state.status.name.lower(),
+            )
+        return self.store.request_task(
+            cid,
+            task_id=parse_task_id(task_id),
+            task_hash=task_hash,
+            amount=value,
+            description=text,
+            now=now,
+        )
+
+
+def _parse_description(description: object) -> str:
+    if not isinstance(description, str):
+        raise InvalidDescription("description must be a string")
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidDescription(
+            f"description is {len(description)} characters, at most {MAX_DESCRIPTION_LENGTH}",
+            length=len(description),
+        )
+    bad = _BAD_DESCRIPTION_CHAR.search(description)
+    if bad is not None:
+        raise InvalidDescription(
+            f"description is not plain text: U+{ord(bad.group()):04X} at position {bad.start()}",
+            position=bad.start(),
+        )
+    return description
 
 
 class GroupCommitter:
@@ -527,14 +833,21 @@ class GroupCommitter:
             self.items += len(item.futures)
             with self._lock:
                 redo = bool(item.depends & self._failed)
+            committed: bool | StoreError = False
             try:
-                committed = False if redo else self.service._commit(item.plan)
-                if committed is not True:
-                    with self._lock:
-                        self._failed.add(item.seq)
+                if not redo:
+                    committed = self.service._commit(item.plan)
+            except Exception as exc:  # a bug or an unmapped error: still only this batch's
+                log.exception("payment batch %d failed", item.seq)
+                committed = StoreError(f"payment batch failed: {type(exc).__name__}")
+            finally:
+                # Whatever happened, the batch leaves the overlay: the database is the truth
+                # again for its channels unless a newer batch is in flight. A stale overlay
+                # entry would have every later payment on those channels decided on a state
+                # that never reached the database.
                 with self._lock:
-                    # Committed (or failed) batches leave the overlay: the database is the
-                    # truth again for their channels unless a newer batch is in flight.
+                    if committed is not True:
+                        self._failed.add(item.seq)
                     for c, (n, _) in list(self._overlay.items()):
                         if n == item.seq:
                             del self._overlay[c]
@@ -542,6 +855,7 @@ class GroupCommitter:
                         if n == item.seq:
                             del self._inflight_tasks[key]
                     self._failed = {n for n in self._failed if n >= item.seq - 1}
+            try:
                 results = self.service._finish(item.plan, committed, redo_all=redo)
             except Exception as exc:  # never leave a caller waiting forever
                 for fut in item.futures:

@@ -2,14 +2,20 @@
 
 A payment is: sign ``Voucher(channel, previous + amount)``, **store it before sending** (so a
 crash never leaves a voucher out there that we do not know about), POST it to the payee
-service, check that the receipt recovers to the channel's payee and names our task and amount,
-store the receipt. Signatures are deterministic (RFC 6979), so the payer can never produce two
-different vouchers for one cumulative amount: asking again yields the byte-identical voucher.
+service, check the receipt (signed by the channel's payee, for our channel, task, amount and
+cumulative amount), store the receipt. Signatures are deterministic (RFC 6979), so the payer
+can never produce two different vouchers for one cumulative amount: asking again yields the
+byte-identical voucher.
+
+Vouchers, close requests and access signatures come from the channel's **voucher signer**
+when this client holds its key (``add_voucher_signer``; the wallet then signs nothing per
+task), else from the payer's own key.
 
 On ``409`` the service is ahead of or behind us (another device with the same key, or a
 voucher of ours that never arrived): ``resync`` reads the service's latest accepted voucher,
-checks it carries *our* signature, adopts it and its receipts, and the payment is retried once
-on top of it. Errors from the service (RFC 9457 ``code``) map back onto ``channel.errors``.
+checks it carries *our* (payer or voucher signer) signature, adopts it and its receipts, and
+the payment is retried once on top of it. Errors from the service (RFC 9457 ``code``) map
+back onto ``channel.errors``.
 
     PieceworkError
     └── ServiceError            the payee service answered something unusable
@@ -20,41 +26,69 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import httpx
+import sqlalchemy as sa
 
 from channel.chain import ZERO_ADDRESS, ChainClient, TxResult
 from channel.errors import (
+    AccessDenied,
+    AccessRequired,
+    AmountMismatch,
     ChannelNotOpen,
+    CloseNotAuthorized,
     ConfigError,
     ExceedsDeposit,
     InvalidAmount,
+    InvalidSignature,
+    InvalidTaskId,
     PieceworkError,
     StaleVoucher,
     TaskConflict,
-    WrongSigner,
+    TokenNotAccepted,
 )
-from channel.keys import SigningKey
+from channel.keys import SigningKey, load_key, new_keystore
 from channel.messages import (
+    Access,
     CloseConsent,
+    CloseRequest,
     Domain,
     Message,
     Receipt,
     Voucher,
+    format_access,
     parse_amount,
     parse_bytes32,
     parse_signature,
+    parse_task_id,
+    parse_uint64,
     task_id_hash,
 )
 from channel.signing import Signer, recover
 from channel.state import ChannelStatus, OnchainChannel
 from channel.store import PayerStore, make_engine, metadata, migrate
 
-__all__ = ["PaidReceipt", "Payer", "ServiceError", "ServiceUnavailable", "open_payer_store"]
+__all__ = [
+    "PaidReceipt",
+    "Payer",
+    "RequestedTask",
+    "ServiceError",
+    "ServiceUnavailable",
+    "new_voucher_signer",
+    "open_payer_store",
+    "problem_error",
+    "voucher_signer_dir",
+]
 
 log = logging.getLogger(__name__)
+
+# Access signatures are made fresh for each private read; a short life limits a leaked one.
+_ACCESS_LIFETIME: Final = 600
 
 
 class ServiceError(PieceworkError):
@@ -69,13 +103,31 @@ class ServiceUnavailable(ServiceError):  # noqa: N818 - named like the rest of c
 
 @dataclass(frozen=True)
 class PaidReceipt:
-    """The payee's signed acknowledgement that ``cumulative_amount`` pays ``task_id``."""
+    """The payee's signed acknowledgement that ``amount`` of ``cumulative_amount`` paid
+    ``task_id``: on its own a proof of what that one task cost."""
 
     channel_id: bytes
     task_id: str
     amount: int
     cumulative_amount: int
     signature: bytes
+
+    @property
+    def message(self) -> Receipt:
+        """The EIP-712 message the signature is over."""
+        return Receipt(self.channel_id, self.cumulative_amount, self.amount,
+                       task_id_hash(self.task_id))
+
+
+@dataclass(frozen=True)
+class RequestedTask:
+    """A task the payee asked to be paid for (``GET .../tasks``)."""
+
+    task_id: str
+    amount: int
+    description: str
+    status: str
+    requested_at: int
 
 
 def open_payer_store(database_url: str) -> PayerStore:
@@ -87,6 +139,25 @@ def open_payer_store(database_url: str) -> PayerStore:
         log.debug("migrations unavailable (%s); creating tables from the models", exc)
         metadata.create_all(engine)
     return PayerStore(engine)
+
+
+def voucher_signer_dir(database_url: str) -> Path:
+    """Where voucher signer keystores live: next to the payer's SQLite store, else in
+    ``./.piecework`` (a PostgreSQL store has no directory of its own)."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).expanduser().resolve().parent / "voucher-signers"
+    return Path(".piecework").resolve() / "voucher-signers"
+
+
+def new_voucher_signer(database_url: str, password: str) -> tuple[Signer, str]:
+    """A fresh key in an encrypted keystore next to the payer's store: ``(signer, path)``."""
+    directory = voucher_signer_dir(database_url)
+    staging = directory / f".new-{secrets.token_hex(8)}.json"
+    address = new_keystore(staging, password)
+    path = directory / f"voucher-signer-{address}.json"
+    staging.rename(path)
+    return Signer(load_key(path, password).private_key), str(path)
 
 
 class Payer:
@@ -112,6 +183,7 @@ class Payer:
         self.http = http or httpx.Client(timeout=timeout)
         self._domain: Domain | None = None
         self._channels: dict[bytes, OnchainChannel] = {}
+        self._voucher_signers: dict[bytes, Signer] = {}
 
     @classmethod
     def from_url(cls, chain: ChainClient, key: SigningKey, database_url: str) -> Payer:
@@ -139,6 +211,45 @@ class Payer:
             self._domain = Domain(self.chain.chain_id(), self.chain.address)
         return self._domain
 
+    # -- signers --------------------------------------------------------------------------
+
+    def add_voucher_signer(self, channel_id: bytes, signer: Signer) -> None:
+        """Sign this channel's vouchers (and close requests, access) with ``signer``: the
+        channel's on-chain voucher signer, checked before its first use."""
+        self._voucher_signers[channel_id] = signer
+
+    def load_voucher_signer(self, channel_id: bytes, password: Callable[[], str]) -> bool:
+        """Use the voucher signer the store remembers for the channel, if its keystore is
+        here (``password`` is asked only then). False when the channel has none we hold."""
+        remembered = self.store.voucher_signer(channel_id)
+        if remembered is None:
+            return False
+        address, keystore = remembered
+        if keystore is None:
+            return False
+        if not Path(keystore).is_file():
+            log.warning("voucher signer %s of %s: keystore %s is missing; the payer key signs",
+                        address, _hex(channel_id), keystore)
+            return False
+        signer = Signer(load_key(keystore, password()).private_key)
+        if signer.address != address:
+            raise ConfigError(f"keystore {keystore} holds {signer.address}, not {address}")
+        self.add_voucher_signer(channel_id, signer)
+        return True
+
+    def signer_for(self, channel_id: bytes) -> Signer:
+        """The key that signs for the channel: its voucher signer when we hold it."""
+        signer = self._voucher_signers.get(channel_id)
+        if signer is None:
+            return self.signer
+        ch = self._channel(channel_id)
+        if ch.voucher_signer != signer.address:
+            raise ConfigError(
+                f"channel {_hex(channel_id)} has voucher signer {ch.voucher_signer}, not the "
+                f"key held for it ({signer.address})"
+            )
+        return signer
+
     # -- on chain -------------------------------------------------------------------------
 
     def open_channel(
@@ -150,42 +261,72 @@ class Payer:
         challenge_period: int,
         permit: bool = False,
         salt: bytes | None = None,
+        voucher_signer: Signer | str | None = None,
+        voucher_signer_keystore: str | None = None,
     ) -> bytes:
-        """Open and fund a channel to ``payee``; returns its id (known before mining)."""
+        """Open and fund a channel to ``payee``; returns its id (known before mining).
+
+        ``voucher_signer``: a ``Signer`` this client holds (its vouchers then need no wallet
+        signature; remembered in the store, with ``voucher_signer_keystore`` if given), or the
+        address of a key held elsewhere, or None (only the payer signs).
+        """
         salt = salt or secrets.token_bytes(32)
+        signer_address = (
+            voucher_signer.address if isinstance(voucher_signer, Signer)
+            else voucher_signer or ZERO_ADDRESS
+        )
         if permit:
             channel_id, _ = self.chain.open_with_permit(
-                payee, amount, token=token, challenge_period=challenge_period, salt=salt
+                payee, amount, token=token, challenge_period=challenge_period, salt=salt,
+                voucher_signer=signer_address,
             )
         else:
             channel_id, _ = self.chain.open(
-                payee, amount, token=token, challenge_period=challenge_period, salt=salt
+                payee, amount, token=token, challenge_period=challenge_period, salt=salt,
+                voucher_signer=signer_address,
             )
+        channel_id = bytes(channel_id)
         self._channels.pop(channel_id, None)
-        return bytes(channel_id)
+        if isinstance(voucher_signer, Signer):
+            self.store.remember_voucher_signer(
+                channel_id, voucher_signer.address, voucher_signer_keystore
+            )
+            self.add_voucher_signer(channel_id, voucher_signer)
+        return channel_id
 
     def cooperative_close(self, service_url: str, channel_id: bytes) -> TxResult:
-        """Ask the service for its CloseConsent and close on chain at that amount."""
+        """Send a ``CloseRequest`` for the latest receipted amount, check the payee's
+        ``CloseConsent`` and close on chain with it before its deadline."""
         ch = self._channel(channel_id, refresh=True)
-        body = self._request("POST", service_url, f"/v1/channels/{_hex(channel_id)}/close")
-        amount = parse_amount(_field(body, "cumulative_amount"))
+        amount = self._settled_amount(service_url, channel_id)
+        path = f"/v1/channels/{_hex(channel_id)}/close"
+        for attempt in (1, 2):
+            request = CloseRequest(channel_id, amount)
+            signature = self.signer_for(channel_id).sign(self.domain, request)
+            try:
+                body = self._request("POST", service_url, path, json={
+                    "cumulative_amount": str(amount), "signature": _hex(signature)})
+                break
+            except StaleVoucher:
+                if attempt == 2:
+                    raise
+                amount = self.resync(service_url, channel_id)
+        got = parse_amount(_field(body, "cumulative_amount"))
+        deadline = parse_uint64(_field(body, "deadline"), "deadline")
         consent = parse_signature(_field(body, "signature"))
-        self._require_signed(CloseConsent(channel_id, amount), consent, ch.payee,
+        if got != amount:
+            raise ServiceError(f"close consent is for {got}, we asked for {amount}")
+        self._require_signed(CloseConsent(channel_id, amount, deadline), consent, ch.payee,
                              f"close consent for {amount} on {_hex(channel_id)}")
+        voucher_sig = self.signer_for(channel_id).sign(self.domain, Voucher(channel_id, amount))
+        return self.chain.cooperative_close(channel_id, amount, deadline, voucher_sig, consent)
+
+    def _settled_amount(self, service_url: str, channel_id: bytes) -> int:
+        """Our latest amount the service acknowledged (resynced if a voucher is unanswered)."""
         latest = self.store.latest_voucher(channel_id)
         signed = latest[0] if latest else 0
-        if amount > signed:
-            # The service claims more than we remember signing: only its copy of our own
-            # signature (checked in resync) can justify that.
-            signed = self.resync(service_url, channel_id)
-            if amount > signed:
-                raise StaleVoucher(
-                    f"service wants to close {_hex(channel_id)} at {amount}, above our latest "
-                    f"voucher {signed}",
-                    current=signed,
-                )
-        voucher_sig = self.signer.sign(self.domain, Voucher(channel_id, amount))
-        return self.chain.cooperative_close(channel_id, amount, voucher_sig, consent)
+        receipted = self.store.latest_receipt_amount(channel_id)
+        return self.resync(service_url, channel_id) if signed > receipted else receipted
 
     # -- paying ---------------------------------------------------------------------------
 
@@ -193,18 +334,16 @@ class Payer:
         """Pay ``amount`` for ``task_id``; returns the verified receipt (stored)."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise InvalidAmount(f"payment amount must be a positive int, got {amount!r}")
-        task_hash = task_id_hash(task_id)
+        parse_task_id(task_id)  # refused before anything is signed
         ch = self._channel(channel_id)
         if ch.status is not ChannelStatus.OPEN:
             raise ChannelNotOpen(
                 f"channel {_hex(channel_id)} is {ch.status.name.lower()}, not open",
                 channel=_hex(channel_id), status=ch.status.name.lower())
-        latest = self.store.latest_voucher(channel_id)
-        signed = latest[0] if latest else 0
-        receipted = self.store.latest_receipt_amount(channel_id)
+        signer = self.signer_for(channel_id)
         # A voucher we signed but never got a receipt for (crash, timeout): ask the service
         # where it stands before extending anything.
-        base = self.resync(service_url, channel_id) if signed > receipted else signed
+        base = self._settled_amount(service_url, channel_id)
         for attempt in (1, 2):
             cumulative = base + amount
             if cumulative > ch.deposit:
@@ -215,7 +354,7 @@ class Payer:
                         f"above the deposit {ch.deposit}", deposit=ch.deposit)
             # RFC 6979 signatures are deterministic: a voucher for an amount we signed before
             # is that very voucher again, never a second one for the same cumulative amount.
-            signature = self.signer.sign(self.domain, Voucher(channel_id, cumulative))
+            signature = signer.sign(self.domain, Voucher(channel_id, cumulative))
             # Durable before it leaves the process: we must never forget a voucher we sent.
             self.store.record_voucher(channel_id, ch.payee, cumulative, signature)
             try:
@@ -231,46 +370,76 @@ class Payer:
                          cumulative, _hex(channel_id), exc.current)
                 base = self.resync(service_url, channel_id)
                 continue
-            return self._accept_receipt(ch, channel_id, task_id, task_hash, amount, cumulative,
-                                        body)
+            receipt = body.get("receipt") if isinstance(body, dict) else None
+            paid = PaidReceipt(channel_id, task_id, amount, cumulative, b"")
+            return self._accept_receipt(ch, paid, receipt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _accept_receipt(  # noqa: PLR0917 - private, called once with every value named
-        self,
-        ch: OnchainChannel,
-        channel_id: bytes,
-        task_id: str,
-        task_hash: bytes,
-        amount: int,
-        cumulative: int,
-        body: Any,
-    ) -> PaidReceipt:
-        receipt = body.get("receipt") if isinstance(body, dict) else None
-        if not isinstance(receipt, dict):
-            raise ServiceError(f"payment response has no receipt object: {str(body)[:200]}")
-        got_amount = parse_amount(_field(receipt, "cumulative_amount"))
-        got_channel = parse_bytes32(_field(receipt, "channel_id"))
-        got_task = receipt.get("task_id")
-        # PROTOCOL.md's receipt names the task; accept the id string or its bytes32 hash.
-        task_ok = got_task in (task_id, _hex(task_hash))
-        if got_channel != channel_id or got_amount != cumulative or not task_ok:
+    def _accept_receipt(self, ch: OnchainChannel, expected: PaidReceipt, got: Any) -> PaidReceipt:
+        """Check a receipt is for exactly the payment we made and signed by the payee."""
+        if not isinstance(got, dict):
+            raise ServiceError(f"payment response has no receipt object: {str(got)[:200]}")
+        message = expected.message
+        fields = (
+            parse_bytes32(_field(got, "channel_id")),
+            parse_bytes32(_field(got, "task_id")),
+            parse_amount(_field(got, "amount")),
+            parse_amount(_field(got, "cumulative_amount")),
+        )
+        wanted = (message.channel_id, message.task_id, message.amount, message.cumulative_amount)
+        if fields != wanted:
             raise ServiceError(
-                f"receipt is for channel {_hex(got_channel)} / {got_amount} / "
-                f"{receipt.get('task_id')!r}, expected {_hex(channel_id)} / {cumulative} / "
-                f"{task_id!r}"
+                f"receipt is for channel/task/amount/cumulative {_hex(fields[0])} / "
+                f"{_hex(fields[1])} / {fields[2]} / {fields[3]}, expected {_hex(wanted[0])} / "
+                f"{_hex(wanted[1])} / {wanted[2]} / {wanted[3]}"
             )
-        signature = parse_signature(_field(receipt, "signature"))
-        self._require_signed(Receipt(channel_id, cumulative, task_hash), signature, ch.payee,
-                             f"receipt for {task_id!r}")
+        signature = parse_signature(_field(got, "signature"))
+        self._require_signed(message, signature, ch.payee, f"receipt for {expected.task_id!r}")
         self.store.record_receipt(
-            channel_id,
-            task_id=task_id,
-            task_hash=task_hash,
-            amount=amount,
-            cumulative_amount=cumulative,
+            expected.channel_id,
+            task_id=expected.task_id,
+            task_hash=message.task_id,
+            amount=expected.amount,
+            cumulative_amount=expected.cumulative_amount,
             receipt_signature=signature,
         )
-        return PaidReceipt(channel_id, task_id, amount, cumulative, signature)
+        return PaidReceipt(expected.channel_id, expected.task_id, expected.amount,
+                           expected.cumulative_amount, signature)
+
+    # -- task requests --------------------------------------------------------------------
+
+    def tasks(
+        self, service_url: str, channel_id: bytes, status: str | None = None
+    ) -> list[RequestedTask]:
+        """The tasks the payee asked this channel to pay for, oldest first (``Access``)."""
+        body = self._request(
+            "GET", service_url, f"/v1/channels/{_hex(channel_id)}/tasks",
+            params={"status": status} if status else None, access=channel_id,
+        )
+        items = body.get("tasks") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ServiceError(f"task list has no tasks array: {str(body)[:200]}")
+        out = []
+        for item in items:
+            task_id = parse_task_id(_field(item, "task_id"))
+            if parse_bytes32(_field(item, "task_hash")) != task_id_hash(task_id):
+                raise InvalidTaskId(f"task {task_id!r} comes with another task hash")
+            out.append(RequestedTask(
+                task_id=task_id,
+                amount=parse_amount(_field(item, "amount")),
+                description=str(_field(item, "description")),
+                status=str(_field(item, "status")),
+                requested_at=parse_uint64(_field(item, "requested_at"), "requested_at"),
+            ))
+        return out
+
+    def pay_requested(self, service_url: str, channel_id: bytes) -> list[PaidReceipt]:
+        """Pay every task the payee requested and that is not paid yet, each for exactly the
+        amount asked, oldest first."""
+        return [self.pay(service_url, channel_id, task.task_id, task.amount)
+                for task in self.tasks(service_url, channel_id, "requested")]
+
+    # -- resync ---------------------------------------------------------------------------
 
     def resync(self, service_url: str, channel_id: bytes) -> int:
         """Adopt the service's latest accepted voucher (if it is ours) and its receipts.
@@ -284,55 +453,77 @@ class Payer:
             return 0
         accepted = parse_amount(_field(latest, "cumulative_amount"))
         signature = parse_signature(_field(latest, "signature"))
-        self._require_signed(Voucher(channel_id, accepted), signature, self.address,
-                             f"service's latest voucher on {_hex(channel_id)} ({accepted})")
+        self._require_payer_side(ch, Voucher(channel_id, accepted), signature,
+                                 f"service's latest voucher on {_hex(channel_id)} ({accepted})")
         self.store.record_voucher(channel_id, ch.payee, accepted, signature)
-        self._adopt_receipts(service_url, ch, channel_id)
+        for item in self.receipts(service_url, channel_id):
+            try:
+                self._adopt_receipt(ch, channel_id, item)
+            except PieceworkError as exc:
+                log.warning("ignoring receipt from the service: %s", exc)
         return accepted
 
-    def _adopt_receipts(self, service_url: str, ch: OnchainChannel, channel_id: bytes) -> None:
+    def receipts(self, service_url: str, channel_id: bytes) -> Iterator[dict[str, Any]]:
+        """Every receipt the service holds for the channel, as JSON objects (``Access``)."""
         path = f"/v1/channels/{_hex(channel_id)}/receipts"
-        cursor: str | None = None
-        for _page in range(1000):  # bounded: a hostile service cannot keep us here forever
-            page = self._request(
-                "GET", service_url, path, params={"cursor": cursor} if cursor else None
-            )
-            for item in page.get("items", []) if isinstance(page, dict) else []:
-                try:
-                    self._adopt_receipt(ch, channel_id, item)
-                except PieceworkError as exc:
-                    log.warning("ignoring receipt from the service: %s", exc)
-            cursor = page.get("next_cursor") if isinstance(page, dict) else None
-            if not cursor:
+        after: str | None = None
+        for _page in range(100_000):  # bounded: a hostile service cannot keep us here forever
+            page = self._request("GET", service_url, path,
+                                 params={"after": after} if after else None, access=channel_id)
+            items = page.get("receipts") if isinstance(page, dict) else None
+            yield from items if isinstance(items, list) else []
+            following = page.get("next") if isinstance(page, dict) else None
+            if not following or following == after:
                 return
+            after = str(following)
 
-    def _adopt_receipt(self, ch: OnchainChannel, channel_id: bytes, item: dict[str, Any]) -> None:
+    def _adopt_receipt(self, ch: OnchainChannel, channel_id: bytes, item: Any) -> None:
+        if parse_bytes32(_field(item, "channel_id")) != channel_id:
+            raise ServiceError("a receipt for another channel in the channel's receipts")
         cumulative = parse_amount(_field(item, "cumulative_amount"))
-        task_hash = parse_bytes32(_field(item, "task_hash"))
+        amount = parse_amount(_field(item, "amount"))
+        task_hash = parse_bytes32(_field(item, "task_id"))
         signature = parse_signature(_field(item, "signature"))
-        self._require_signed(Receipt(channel_id, cumulative, task_hash), signature, ch.payee,
-                             f"stored receipt at {cumulative}")
-        task_id = item.get("task_id") or _hex(task_hash)
+        self._require_signed(Receipt(channel_id, cumulative, amount, task_hash), signature,
+                             ch.payee, f"stored receipt at {cumulative}")
+        # The receipt names the task by its hash; the string is only known for our own tasks.
         self.store.record_receipt(
             channel_id,
-            task_id=str(task_id),
+            task_id=_hex(task_hash),
             task_hash=task_hash,
-            amount=parse_amount(_field(item, "amount")),
+            amount=amount,
             cumulative_amount=cumulative,
             receipt_signature=signature,
         )
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def access(self, channel_id: bytes, lifetime: int = _ACCESS_LIFETIME) -> str:
+        """An ``Access`` credential (``<expires>.<signature>``) for the channel's private reads."""
+        expires = int(time.time()) + lifetime
+        signature = self.signer_for(channel_id).sign(self.domain, Access(channel_id, expires))
+        return format_access(expires, signature)
+
     def _require_signed(
         self, message: Message, signature: bytes, expected: str, what: str
     ) -> None:
-        """``WrongSigner`` naming both addresses unless ``signature`` over ``message`` is
-        ``expected``'s: every receipt, consent and adopted voucher passes through here."""
+        """``InvalidSignature`` naming both addresses unless ``signature`` over ``message`` is
+        ``expected``'s: every receipt and consent passes through here."""
         signer = recover(self.domain, message, signature)
         if signer != expected:
-            raise WrongSigner(f"{what} is signed by {signer}, not by {expected}",
-                              got=signer, expected=expected)
+            raise InvalidSignature(f"{what} is signed by {signer}, not by {expected}",
+                                   got=signer, expected=expected)
+
+    def _require_payer_side(
+        self, ch: OnchainChannel, message: Message, signature: bytes, what: str
+    ) -> None:
+        """Like ``_require_signed`` for what the payer side signs: the payer or the voucher
+        signer (an adopted voucher may come from either)."""
+        signer = recover(self.domain, message, signature)
+        if signer not in (self.address, ch.voucher_signer) or signer == ZERO_ADDRESS:
+            raise InvalidSignature(
+                f"{what} is signed by {signer}, neither by {self.address} nor by the voucher "
+                f"signer {ch.voucher_signer}", got=signer)
 
     def _channel(self, channel_id: bytes, *, refresh: bool = False) -> OnchainChannel:
         ch = None if refresh else self._channels.get(channel_id)
@@ -360,10 +551,12 @@ class Payer:
         *,
         json: Any = None,
         params: dict[str, str] | None = None,
+        access: bytes | None = None,
     ) -> Any:
         url = base.rstrip("/") + path
+        headers = {"Authorization": f"Access {self.access(access)}"} if access else None
         try:
-            response = self.http.request(method, url, json=json, params=params)
+            response = self.http.request(method, url, json=json, params=params, headers=headers)
         except httpx.TimeoutException:
             raise ServiceUnavailable(
                 f"payee service {base} timed out on {method} {path}", url=url
@@ -378,10 +571,23 @@ class Payer:
             body = None
         if response.is_success:
             return body
-        raise _problem_error(response.status_code, body, method, path)
+        raise problem_error(response.status_code, body, method, path)
 
 
-def _problem_error(status: int, body: Any, method: str, path: str) -> PieceworkError:
+_CODES: Final[dict[str, type[PieceworkError]]] = {
+    "task_conflict": TaskConflict,
+    "channel_not_open": ChannelNotOpen,
+    "channel_closing_soon": ChannelNotOpen,
+    "invalid_signature": InvalidSignature,
+    "amount_mismatch": AmountMismatch,
+    "token_not_accepted": TokenNotAccepted,
+    "close_not_authorized": CloseNotAuthorized,
+    "access_required": AccessRequired,
+    "access_denied": AccessDenied,
+}
+
+
+def problem_error(status: int, body: Any, method: str, path: str) -> PieceworkError:
     """Map an RFC 9457 problem back onto the exception the service raised."""
     problem = body if isinstance(body, dict) else {}
     code = str(problem.get("code", ""))
@@ -392,12 +598,9 @@ def _problem_error(status: int, body: Any, method: str, path: str) -> PieceworkE
     if code == "exceeds_deposit":
         deposit = str(problem.get("deposit"))
         return ExceedsDeposit(detail, deposit=int(deposit) if deposit.isdigit() else -1)
-    if code == "task_conflict":
-        return TaskConflict(detail)
-    if code in ("channel_not_open", "channel_closing_soon"):
-        return ChannelNotOpen(detail)
-    if code == "wrong_signer":
-        return WrongSigner(detail)
+    known = _CODES.get(code)
+    if known is not None:
+        return known(detail)
     if status in (502, 503, 504):
         return ServiceUnavailable(f"payee service: {detail} ({method} {path})", status=status)
     return ServiceError(

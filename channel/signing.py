@@ -2,8 +2,11 @@
 
 Signatures are 65 bytes ``r || s || v`` with ``v`` = 27/28, byte-identical to what
 ``eth_signTypedData_v4`` (MetaMask, ethers, viem, eth-account) returns for the same typed data.
-Recovery expects a signature already checked by ``messages.parse_signature`` (length, v,
-low-s), so it only has to turn ``v`` into a recovery id and call libsecp256k1.
+Recovery takes the 65 bytes ``messages.parse_signature`` let through (the shape) and decides
+whether they are a signature at all, the way the contract's OpenZeppelin ECDSA does: ``v`` in
+{27, 28} only (``eth_signTypedData_v4`` never produces 0/1 and the ``ecrecover`` precompile
+rejects them: a voucher the contract cannot redeem must not be accepted off-chain), ``r`` and
+``s`` in 1..n-1, ``s`` low (EIP-2). Anything else is ``InvalidSignature``.
 
 Private keys live only inside ``Signer`` (``__slots__``, no key in ``repr``/``str``, not
 picklable) so they cannot end up in logs, tracebacks or error messages by accident.
@@ -18,17 +21,22 @@ from typing import Any, Final, NoReturn
 import coincurve
 
 from channel._keccak import keccak256
-from channel.errors import ConfigError, MalformedSignature, WrongSigner
-from channel.messages import Domain, Message, parse_signature, to_checksum_address
+from channel.errors import ConfigError, InvalidSignature
+from channel.messages import SECP256K1_N, Domain, Message, parse_signature, to_checksum_address
 
 __all__ = [
     "Signer",
     "address_of_public_key",
+    "check_canonical",
     "recover",
     "recover_address_bytes",
     "recover_digest",
     "require_signer",
 ]
+
+_HALF_N_BYTES: Final = (SECP256K1_N // 2).to_bytes(32, "big")
+_N_BYTES: Final = SECP256K1_N.to_bytes(32, "big")
+_ZERO32: Final = bytes(32)
 
 # Recovering gives a public key; hashing it to an address is another keccak (~5 us, a tenth of
 # the whole check). A payee sees the same few payers again and again, so remembering
@@ -49,22 +57,37 @@ def address_of_public_key(public_key_uncompressed: bytes) -> bytes:
     return address
 
 
-def recover_digest(digest: bytes, signature: bytes) -> bytes:
-    """The 20-byte address that signed ``digest``; ``signature`` must be pre-validated.
+def check_canonical(signature: bytes) -> None:
+    """``InvalidSignature`` unless the 65 bytes are a signature OpenZeppelin's ECDSA accepts."""
+    v = signature[64]
+    if v not in (27, 28):
+        raise InvalidSignature(f"signature v must be 27 or 28, got {v}", v=v)
+    # Equal-length big-endian byte strings compare like the integers they encode.
+    r, s = signature[0:32], signature[32:64]
+    if not (_ZERO32 < r < _N_BYTES and _ZERO32 < s < _N_BYTES):
+        raise InvalidSignature("signature r or s is out of range")
+    if s > _HALF_N_BYTES:
+        raise InvalidSignature("high-s signature rejected (EIP-2); normalise s to n - s")
 
-    Raises ``MalformedSignature`` when no public key matches (e.g. ``r`` is not an x coordinate).
+
+def recover_digest(digest: bytes, signature: bytes) -> bytes:
+    """The 20-byte address that signed ``digest``; ``signature`` is 65 bytes (its shape checked).
+
+    Raises ``InvalidSignature`` for a non-canonical signature or when no public key matches
+    (e.g. ``r`` is not an x coordinate).
     """
+    check_canonical(signature)
     try:
         public_key = coincurve.PublicKey.from_signature_and_message(
             signature[:64] + bytes((signature[64] - 27,)), digest, hasher=None
         )
     except Exception as exc:  # coincurve raises plain Exception/ValueError here
-        raise MalformedSignature("signature does not recover to any public key") from exc
+        raise InvalidSignature("signature does not recover to any public key") from exc
     return address_of_public_key(public_key.format(compressed=False))
 
 
 def recover_address_bytes(domain: Domain, message: Message, signature: bytes) -> bytes:
-    """The 20-byte signer of ``message`` under ``domain``; validates ``signature`` first."""
+    """The 20-byte signer of ``message`` under ``domain``; checks ``signature``'s shape first."""
     return recover_digest(domain.digest(message), parse_signature(signature))
 
 
@@ -75,10 +98,10 @@ def recover(domain: Domain, message: Message, signature: bytes | str) -> str:
 
 
 def require_signer(domain: Domain, message: Message, signature: bytes, expected: bytes) -> None:
-    """Raise ``WrongSigner`` unless ``signature`` recovers to ``expected`` (20-byte address)."""
+    """Raise ``InvalidSignature`` unless ``signature`` recovers to ``expected`` (20 bytes)."""
     got = recover_address_bytes(domain, message, signature)
     if got != expected:
-        raise WrongSigner(
+        raise InvalidSignature(
             f"signature is by {to_checksum_address(got)}, expected {to_checksum_address(expected)}",
             got=to_checksum_address(got),
             expected=to_checksum_address(expected),

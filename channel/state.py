@@ -1,25 +1,33 @@
 """The pure channel state machine: ``transition(state, change) -> TransitionResult`` (Raiden style).
 
-No I/O, no clock, no crypto: time arrives inside the state change (``now``, unix seconds
-comparable with block timestamps) and the voucher's signer arrives already recovered
-(``PaymentReceived.signer``), so the same inputs always give the same outputs and replaying a
-log of changes rebuilds the state exactly.
+No I/O, no clock, no crypto: time arrives inside the state change (``now``, the service's unix
+seconds, and ``chain_time``, the latest block timestamp the I/O layer knows) and the voucher's
+signer arrives already recovered (``PaymentReceived.signer``), so the same inputs always give
+the same outputs and replaying a log of changes rebuilds the state exactly.
 
 A change the rules refuse raises a ``PaymentRejected`` subclass (microraiden style): nothing
 was mutated, because states are frozen, so the caller simply keeps the old state.
 
-Payee rules for ``PaymentReceived`` (in this order):
+Payee rules for ``PaymentReceived``, in PROTOCOL.md's validation order (the body's shape was
+checked before a change could be built):
 
 0. the task was already paid by this very voucher: an idempotent replay (``PaymentReplayed``,
    the caller answers with the stored receipt), whatever the channel's status now;
-1. the channel is known and ``OPEN`` (a channel whose payer started closing takes no new
+1. the channel: known and ``OPEN`` (a channel whose payer started closing takes no new
    payments: ``ChannelNotOpen``, even before ``closesAt``, because a receipt promises work
-   the payee may not be paid for once the payer can settle);
-2. its challenge period is at least the service minimum (``ChallengePeriodTooShort``);
-3. the voucher was signed by the channel's payer (``WrongSigner``);
-4. the task was already paid by another voucher: ``TaskConflict``;
-5. ``amount > 0`` and ``cumulative == accepted + amount`` (else ``StaleVoucher(current=...)``);
-6. ``cumulative <= deposit`` (else ``ExceedsDeposit``).
+   the payee may not be paid for once the payer can settle), and not frozen by a close
+   consent: after the payee signed ``CloseConsent(accepted, deadline)`` the payer may close at
+   that amount until a block with ``timestamp > deadline`` exists, so no later voucher is
+   accepted before ``chain_time > deadline`` (``ChannelNotOpen``);
+2. the channel's terms: its token is accepted and its deposit at least that token's minimum
+   (``TokenNotAccepted``); its challenge period at least the service minimum
+   (``ChallengePeriodTooShort``);
+3. the signature: the voucher was signed by the channel's payer, or by its voucher signer when
+   it has one (``InvalidSignature``);
+4. the amounts: the task was not already paid by another voucher (``TaskConflict``);
+   ``amount > 0``; a requested task is paid exactly the requested amount (``AmountMismatch``);
+   ``cumulative == accepted + amount`` (else ``StaleVoucher(current=...)``);
+   ``cumulative <= deposit`` (else ``ExceedsDeposit``).
 
 Payer rules for ``MakePayment``: channel open, ``amount > 0``, new cumulative within deposit.
 """
@@ -28,20 +36,25 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from channel.errors import (
+    AmountMismatch,
     ChallengePeriodTooShort,
     ChannelNotOpen,
     ExceedsDeposit,
     InvalidAmount,
+    InvalidSignature,
     StaleVoucher,
     TaskConflict,
+    TokenNotAccepted,
     UnknownChannel,
-    WrongSigner,
 )
+from channel.messages import ZERO_ADDRESS
 
 __all__ = [
     "DEFAULT_MIN_CHALLENGE_PERIOD",
@@ -51,6 +64,7 @@ __all__ = [
     "ChannelToppedUp",
     "Claimed",
     "CloseStarted",
+    "ConsentGiven",
     "Event",
     "MakePayment",
     "OnchainChannel",
@@ -96,6 +110,8 @@ class OnchainChannel:
     challenge_period: int
     closes_at: int
     status: ChannelStatus
+    voucher_signer: str = ZERO_ADDRESS
+    """The key that may sign vouchers besides the payer; the zero address when none."""
 
 
 # --- states ----------------------------------------------------------------------------------
@@ -117,10 +133,16 @@ class PayeeChannelState:
     accepted: int = 0
     """Cumulative amount of the latest accepted voucher."""
     voucher_signature: bytes | None = None
-    """The payer's signature over ``Voucher(channel_id, accepted)``; None before any payment."""
-    close_consented: bool = False
-    """The payee signed a ``CloseConsent`` for ``accepted``: the amount is final from then on,
-    since the payer may close at it any time and a later voucher would never be paid."""
+    """The payer's (or voucher signer's) signature over ``Voucher(channel_id, accepted)``;
+    None before any payment."""
+    voucher_signer: str = ZERO_ADDRESS
+    """From the chain (``getChannel``), never from a request."""
+    consent_deadline: int | None = None
+    """Deadline of the latest ``CloseConsent`` the payee signed (for ``accepted``), or None.
+    While no block later than it exists the payer may close at ``accepted``: frozen."""
+    revision: int = 0
+    """Bumped by every consent and task request; a payment decided on an older revision
+    loses its compare-and-set in the store and is decided again."""
 
     @classmethod
     def from_onchain(cls, ch: OnchainChannel) -> PayeeChannelState:
@@ -135,6 +157,22 @@ class PayeeChannelState:
             ch.closes_at,
             ch.status,
             accepted=ch.claimed,
+            voucher_signer=ch.voucher_signer,
+        )
+
+    def frozen_at(self, chain_time: int) -> bool:
+        """A consent is outstanding: no block with a timestamp above its deadline yet."""
+        return self.consent_deadline is not None and chain_time <= self.consent_deadline
+
+    def may_sign(self, signer: bytes) -> bool:
+        """Whether ``signer`` (20 bytes) speaks for the payer side: the payer, or the voucher
+        signer when the channel has one. Vouchers, close requests and access all use this."""
+        if signer == bytes.fromhex(self.payer[2:]):
+            return True
+        # The zero address is "no voucher signer"; no key recovers to it, but never let a
+        # zero 'signer' through by accident.
+        return self.voucher_signer != ZERO_ADDRESS and signer == bytes.fromhex(
+            self.voucher_signer[2:]
         )
 
 
@@ -205,7 +243,12 @@ class PriorPayment:
 
 @dataclass(frozen=True, slots=True)
 class PaymentReceived:
-    """The payer sent a voucher paying ``amount`` for ``task_hash``; ``signer`` is recovered."""
+    """The payer sent a voucher paying ``amount`` for ``task_hash``; ``signer`` is recovered.
+
+    ``chain_time`` is the latest block timestamp the I/O layer knows (only compared with a
+    consent's deadline); ``requested_amount`` the amount the payee asked for this task, or
+    None when it was never requested (metered use).
+    """
 
     channel_id: bytes
     task_hash: bytes
@@ -215,6 +258,19 @@ class PaymentReceived:
     signer: bytes
     now: int
     prior: PriorPayment | None = None
+    chain_time: int = 0
+    requested_amount: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentGiven:
+    """The payee signs ``CloseConsent(channel_id, cumulative_amount, deadline)``: the amount
+    must be the latest accepted one, and the channel is frozen until block time passes
+    ``deadline`` (or an earlier consent's, whichever is later)."""
+
+    channel_id: bytes
+    cumulative_amount: int
+    deadline: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +308,7 @@ StateChange = (
     | CloseStarted
     | ChannelClosed
     | PaymentReceived
+    | ConsentGiven
     | MakePayment
     | VoucherSigned
     | ReceiptReceived
@@ -262,7 +319,11 @@ StateChange = (
 
 @dataclass(frozen=True, slots=True)
 class PaymentAccepted:
-    """Store the voucher durably, then sign and return ``Receipt(channel, cumulative, task)``."""
+    """Store the voucher durably, then return ``Receipt(channel, cumulative, amount, task)``.
+
+    ``revision`` is the channel revision the decision saw (the store's compare-and-set checks
+    it); ``requested`` says the payment settles a requested task, to be marked paid.
+    """
 
     channel_id: bytes
     task_hash: bytes
@@ -270,6 +331,8 @@ class PaymentAccepted:
     previous: int
     cumulative_amount: int
     voucher_signature: bytes
+    revision: int = 0
+    requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,11 +357,20 @@ class SignVoucher:
 Event = PaymentAccepted | PaymentReplayed | SignVoucher
 
 
+def _eth_only() -> Mapping[str, int]:
+    return types.MappingProxyType({ZERO_ADDRESS: 0})
+
+
 @dataclass(frozen=True, slots=True)
 class PayeeRules:
-    """Service policy the payee applies on top of the protocol."""
+    """Service policy the payee applies on top of the protocol.
+
+    ``accepted_tokens`` maps each accepted token (checksummed; the zero address is ETH) to the
+    least deposit, in base units, a channel in it must hold.
+    """
 
     min_challenge_period: int = DEFAULT_MIN_CHALLENGE_PERIOD
+    accepted_tokens: Mapping[str, int] = field(default_factory=_eth_only)
 
 
 State = PayeeChannelState | PayerChannelState
@@ -338,6 +410,7 @@ def transition(
                     closes_at=ch.closes_at,
                     status=ch.status,
                     accepted=max(state.accepted, ch.claimed),
+                    voucher_signer=ch.voucher_signer,
                 )
             )
         return TransitionResult(
@@ -367,6 +440,8 @@ def transition(
             )
         if isinstance(change, PaymentReceived):
             return _payee_payment(state, change, rules)
+        if isinstance(change, ConsentGiven):
+            return _payee_consent(state, change)
     if isinstance(state, PayerChannelState):
         if isinstance(change, MakePayment):
             return _payer_payment(state, change)
@@ -379,7 +454,7 @@ def transition(
             return TransitionResult(dataclasses.replace(state, signature=change.signature))
         if isinstance(change, ReceiptReceived):
             if not change.signer_ok:
-                raise WrongSigner("receipt is not signed by the channel's payee")
+                raise InvalidSignature("receipt is not signed by the channel's payee")
             return TransitionResult(
                 dataclasses.replace(state, receipted=max(state.receipted, change.cumulative_amount))
             )
@@ -404,6 +479,7 @@ def _payee_payment(
             state,
             (PaymentReplayed(state.channel_id, change.task_hash, change.cumulative_amount),),
         )
+    # 1. the channel
     if state.status != ChannelStatus.OPEN:
         raise ChannelNotOpen(
             f"channel {channel} is {state.status.name.lower()}, not open",
@@ -411,13 +487,30 @@ def _payee_payment(
             status=state.status.name.lower(),
             closes_at=state.closes_at,
         )
-    if state.close_consented:
+    if state.frozen_at(change.chain_time):
         raise ChannelNotOpen(
-            f"channel {channel} is closing: the payee consented to close it at "
-            f"{state.accepted}",
+            f"channel {channel} is frozen: the payee consented to close it at "
+            f"{state.accepted} until block time {state.consent_deadline}",
             channel=channel,
             status="close_consented",
-            closes_at=state.closes_at,
+            deadline=state.consent_deadline,
+        )
+    # 2. the channel's terms
+    min_deposit = rules.accepted_tokens.get(state.token)
+    if min_deposit is None:
+        raise TokenNotAccepted(
+            f"channel {channel} is in token {state.token}, which this service does not accept",
+            channel=channel,
+            token=state.token,
+        )
+    if state.deposit < min_deposit:
+        raise TokenNotAccepted(
+            f"channel {channel} holds a deposit of {state.deposit}, this service needs at "
+            f"least {min_deposit} in token {state.token}",
+            channel=channel,
+            token=state.token,
+            deposit=state.deposit,
+            min_deposit=min_deposit,
         )
     if state.challenge_period < rules.min_challenge_period:
         raise ChallengePeriodTooShort(
@@ -426,12 +519,15 @@ def _payee_payment(
             got=state.challenge_period,
             minimum=rules.min_challenge_period,
         )
-    if change.signer != bytes.fromhex(state.payer[2:]):
-        raise WrongSigner(
-            f"voucher is signed by {_hex(change.signer)}, not by the payer {state.payer}",
+    # 3. the signature
+    if not state.may_sign(change.signer):
+        raise InvalidSignature(
+            f"voucher is signed by {_hex(change.signer)}, neither the payer {state.payer} "
+            f"nor the channel's voucher signer",
             got=_hex(change.signer),
             expected=state.payer,
         )
+    # 4. the amounts
     if prior is not None:
         raise TaskConflict(
             f"task {_hex(change.task_hash)} was already paid by the voucher for "
@@ -442,6 +538,13 @@ def _payee_payment(
         )
     if change.amount <= 0:
         raise InvalidAmount(f"amount must be positive, got {change.amount}", got=change.amount)
+    if change.requested_amount is not None and change.amount != change.requested_amount:
+        raise AmountMismatch(
+            f"task {_hex(change.task_hash)} was requested for {change.requested_amount}, "
+            f"got a payment of {change.amount}",
+            requested=change.requested_amount,
+            got=change.amount,
+        )
     if change.cumulative_amount != state.accepted + change.amount:
         raise StaleVoucher(
             f"voucher for {change.cumulative_amount} does not extend the latest accepted "
@@ -471,6 +574,9 @@ def _payee_payment(
         state.status,
         change.cumulative_amount,
         change.voucher_signature,
+        state.voucher_signer,
+        state.consent_deadline,
+        state.revision,
     )
     event = PaymentAccepted(
         state.channel_id,
@@ -479,8 +585,35 @@ def _payee_payment(
         state.accepted,
         change.cumulative_amount,
         change.voucher_signature,
+        state.revision,
+        change.requested_amount is not None,
     )
     return TransitionResult(new_state, (event,))
+
+
+def _payee_consent(state: PayeeChannelState, change: ConsentGiven) -> TransitionResult:
+    channel = _hex(state.channel_id)
+    if state.status not in (ChannelStatus.OPEN, ChannelStatus.CLOSING):
+        # cooperativeClose works while open or closing; a closed channel has nothing to agree.
+        raise ChannelNotOpen(
+            f"channel {channel} is {state.status.name.lower()}",
+            channel=channel,
+            status=state.status.name.lower(),
+        )
+    if change.cumulative_amount != state.accepted:
+        raise StaleVoucher(
+            f"close requested at {change.cumulative_amount}, the latest accepted amount is "
+            f"{state.accepted}",
+            current=state.accepted,
+            channel=channel,
+            got=change.cumulative_amount,
+        )
+    # A consent handed out earlier stays usable until its own deadline: a new one may extend
+    # the freeze, never shorten it.
+    deadline = max(change.deadline, state.consent_deadline or 0)
+    return TransitionResult(
+        dataclasses.replace(state, consent_deadline=deadline, revision=state.revision + 1)
+    )
 
 
 def _payer_payment(state: PayerChannelState, change: MakePayment) -> TransitionResult:
@@ -515,6 +648,7 @@ _CHANGE_TYPES: Final[dict[str, type[Any]]] = {
         CloseStarted,
         ChannelClosed,
         PaymentReceived,
+        ConsentGiven,
         MakePayment,
         VoucherSigned,
         ReceiptReceived,

@@ -13,9 +13,19 @@ re-reads and re-decides (stale voucher or idempotent replay). Nothing is returne
 the transaction commits. It uses SQLAlchemy Core with statements built once, not ORM
 objects: the ORM's unit of work costs more than the SQL itself at thousands of rows/s.
 
-Tables: ``channels`` (chain mirror + latest accepted voucher), ``payments`` (one row per
-accepted payment), ``chain_cursor`` (last processed block + hash, for reorg detection),
-``outgoing_transactions``, ``payer_vouchers`` / ``payer_receipts`` (the payer's own store),
+The compare-and-set also requires the channel's ``revision`` to be the one the payment was
+decided on: a close consent and a task request each bump it in their own transaction, so a
+payment decided before either (before the freeze, or before the task's requested amount was
+known) cannot commit after it; it is decided again.
+
+Every DB-API error (psycopg's ``DataError`` for a NUL byte, a dropped connection, ...) on the
+payee's paths leaves as ``StoreError``, never as a raw driver exception.
+
+Tables: ``channels`` (chain mirror + latest accepted voucher + latest close consent),
+``payments`` (one row per accepted payment, with its receipt), ``tasks`` (tasks the payee
+requested payment for; the paying receipt is the payment row of the same task),
+``chain_cursor`` (last processed block + hash, for reorg detection), ``outgoing_transactions``,
+``payer_vouchers`` / ``payer_receipts`` / ``payer_voucher_signers`` (the payer's own store),
 and ``state_changes`` (chain state changes for replay; payments are their own log).
 """
 
@@ -23,7 +33,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -32,12 +43,12 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from channel.errors import ConfigError, StoreError
-from channel.messages import MAX_UINT256
+from channel.errors import ConfigError, StoreError, TaskConflict, UnknownChannel
+from channel.messages import MAX_UINT256, ZERO_ADDRESS
 from channel.state import (
     ChannelStatus,
     OnchainChannel,
@@ -58,10 +69,15 @@ __all__ = [
     "PayerReceipt",
     "PayerStore",
     "PayerVoucher",
+    "PayerVoucherSigner",
     "PaymentRow",
     "PendingPayment",
+    "Snapshot",
     "StateChangeRow",
+    "StoredConsent",
     "StoredPayment",
+    "StoredTask",
+    "TaskRow",
     "make_engine",
     "metadata",
     "migrate",
@@ -132,7 +148,16 @@ class ChannelRow(_Base, table=True):
     status: int
     accepted: int = Field(sa_type=U256)
     voucher_signature: str | None = Field(default=None, max_length=132)
-    close_consented: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    voucher_signer: str = Field(
+        default=ZERO_ADDRESS, max_length=42, sa_column_kwargs={"server_default": ZERO_ADDRESS}
+    )
+    consent_amount: int | None = Field(default=None, sa_type=U256)
+    consent_deadline: int | None = Field(default=None, sa_type=sa.BigInteger)
+    """Unix seconds (block time); a uint64, stored signed: deadlines past 2**63 are clamped."""
+    consent_signature: str | None = Field(default=None, max_length=132)
+    revision: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     updated_at: float
 
 
@@ -156,6 +181,23 @@ class PaymentRow(_Base, table=True):
     voucher_signature: str = Field(max_length=132)
     receipt_signature: str = Field(max_length=132)
     created_at: float
+
+
+class TaskRow(_Base, table=True):
+    """A task the payee asked to be paid for; ``status`` becomes ``paid`` with its payment."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (sa.UniqueConstraint("channel_id", "task_hash", name="uq_task"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: str = Field(max_length=66, foreign_key="channels.channel_id")
+    task_id: str = Field(max_length=1024)
+    task_hash: str = Field(max_length=66)
+    amount: int = Field(sa_type=U256)
+    description: str = Field(sa_type=sa.Text)
+    status: str = Field(max_length=16)
+    requested_at: int = Field(sa_type=sa.BigInteger)
+    paid_at: float | None = None
 
 
 class ChainCursor(_Base, table=True):
@@ -211,6 +253,17 @@ class PayerReceipt(_Base, table=True):
     amount: int = Field(sa_type=U256)
     cumulative_amount: int = Field(sa_type=U256)
     receipt_signature: str = Field(max_length=132)
+    created_at: float
+
+
+class PayerVoucherSigner(_Base, table=True):
+    """The payer's voucher signer for a channel, and where its encrypted key lives."""
+
+    __tablename__ = "payer_voucher_signers"
+
+    channel_id: str = Field(primary_key=True, max_length=66)
+    address: str = Field(max_length=42)
+    keystore: str | None = Field(default=None, description="path of its encrypted keystore")
     created_at: float
 
 
@@ -309,6 +362,42 @@ class StoredPayment:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the payee reads before deciding a batch of payments (``PayeeStore.load_many``)."""
+
+    states: dict[bytes, PayeeChannelState]
+    payments: dict[tuple[bytes, bytes], StoredPayment]
+    requested: dict[tuple[bytes, bytes], int]
+    """Requested amount per ``(channel_id, task_hash)`` of tasks the payee asked payment for."""
+
+    def state(self, channel_id: bytes) -> PayeeChannelState | None:
+        return self.states.get(channel_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConsent:
+    """The payee's latest ``CloseConsent`` on a channel."""
+
+    cumulative_amount: int
+    deadline: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTask:
+    """A requested task and, once paid, the payment (receipt) that paid it."""
+
+    channel_id: bytes
+    task_id: str
+    task_hash: bytes
+    amount: int
+    description: str
+    status: str
+    requested_at: int
+    receipt: StoredPayment | None
+
+
+@dataclass(frozen=True, slots=True)
 class PendingPayment:
     """A payment the service decided to accept, with the receipt it will return after commit."""
 
@@ -326,6 +415,18 @@ class _LostRaceError(Exception):
     """Internal: the compare-and-set matched no row; the transaction must roll back."""
 
 
+@contextmanager
+def _db_errors(what: str) -> Iterator[None]:
+    """Any DB-API error leaves as ``StoreError`` (the message names the driver's class only:
+    its text can quote the offending row)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise StoreError(
+            f"database refused {what}: {type(exc.orig).__name__}", kind=type(exc.orig).__name__
+        ) from exc
+
+
 def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
@@ -337,6 +438,8 @@ _outgoing = OutgoingTransaction.__table__  # type: ignore[attr-defined]
 _payer_vouchers = PayerVoucher.__table__  # type: ignore[attr-defined]
 _payer_receipts = PayerReceipt.__table__  # type: ignore[attr-defined]
 _state_changes = StateChangeRow.__table__  # type: ignore[attr-defined]
+_tasks = TaskRow.__table__  # type: ignore[attr-defined]
+_payer_signers = PayerVoucherSigner.__table__  # type: ignore[attr-defined]
 
 # Built once: SQLAlchemy caches their compiled form, so the hot path only binds parameters.
 _SELECT_CHANNEL = sa.select(_channels).where(_channels.c.channel_id == sa.bindparam("cid"))
@@ -352,13 +455,17 @@ _SELECT_PAYMENTS = sa.select(_payments).where(
     _payments.c.channel_id.in_(sa.bindparam("cids", expanding=True)),
     _payments.c.task_hash.in_(sa.bindparam("ths", expanding=True)),
 )
+_SELECT_TASKS = sa.select(_tasks.c.channel_id, _tasks.c.task_hash, _tasks.c.amount).where(
+    _tasks.c.channel_id.in_(sa.bindparam("cids", expanding=True)),
+    _tasks.c.task_hash.in_(sa.bindparam("ths", expanding=True)),
+)
 _CAS_UPDATE = (
     _channels.update()
     .where(
         _channels.c.channel_id == sa.bindparam("cid"),
         _channels.c.accepted == sa.bindparam("prev", type_=U256()),
-        # A close consent makes the accepted amount final (see PayeeStore.consent_to_close).
-        _channels.c.close_consented.is_(sa.false()),
+        # A consent or task request since the decision changes the rules it was decided by.
+        _channels.c.revision == sa.bindparam("rev"),
     )
     .values(
         accepted=sa.bindparam("new", type_=U256()),
@@ -367,6 +474,39 @@ _CAS_UPDATE = (
     )
 )
 _INSERT_PAYMENT = _payments.insert()
+_MARK_TASK_PAID = (
+    _tasks.update()
+    .where(
+        _tasks.c.channel_id == sa.bindparam("cid"),
+        _tasks.c.task_hash == sa.bindparam("th"),
+        _tasks.c.status == "requested",
+    )
+    .values(status="paid", paid_at=sa.bindparam("now"))
+)
+# A task and the payment of the same task (its receipt), if any: unique on both sides.
+_TASKS_WITH_RECEIPTS = sa.select(
+    _tasks,
+    _payments.c.cumulative_amount.label("paid_cumulative"),
+    _payments.c.amount.label("paid_amount"),
+    _payments.c.voucher_signature.label("paid_voucher_signature"),
+    _payments.c.receipt_signature.label("paid_receipt_signature"),
+    _payments.c.created_at.label("paid_created_at"),
+).select_from(
+    _tasks.outerjoin(
+        _payments,
+        sa.and_(
+            _payments.c.channel_id == _tasks.c.channel_id,
+            _payments.c.task_hash == _tasks.c.task_hash,
+        ),
+    )
+)
+# Deadlines are uint64 but stored in a signed BIGINT: a later one is as good as forever.
+_MAX_BIGINT: Final = 2**63 - 1
+_BUMP_REVISION = (
+    _channels.update()
+    .where(_channels.c.channel_id == sa.bindparam("cid"))
+    .values(revision=_channels.c.revision + 1)
+)
 
 
 def _state_from_row(row: Any) -> PayeeChannelState:
@@ -383,7 +523,9 @@ def _state_from_row(row: Any) -> PayeeChannelState:
         status=ChannelStatus(row.status),
         accepted=row.accepted,
         voucher_signature=bytes.fromhex(sig[2:]) if sig else None,
-        close_consented=bool(row.close_consented),
+        voucher_signer=row.voucher_signer,
+        consent_deadline=row.consent_deadline,
+        revision=int(row.revision),
     )
 
 
@@ -397,6 +539,33 @@ def _payment_from_row(row: Any) -> StoredPayment:
         voucher_signature=bytes.fromhex(row.voucher_signature[2:]),
         receipt_signature=bytes.fromhex(row.receipt_signature[2:]),
         created_at=row.created_at,
+    )
+
+
+def _task_from_row(row: Any) -> StoredTask:
+    channel_id = bytes.fromhex(row.channel_id[2:])
+    task_hash = bytes.fromhex(row.task_hash[2:])
+    receipt = None
+    if row.paid_receipt_signature is not None:
+        receipt = StoredPayment(
+            channel_id=channel_id,
+            task_id=row.task_id,
+            task_hash=task_hash,
+            amount=row.paid_amount,
+            cumulative_amount=row.paid_cumulative,
+            voucher_signature=bytes.fromhex(row.paid_voucher_signature[2:]),
+            receipt_signature=bytes.fromhex(row.paid_receipt_signature[2:]),
+            created_at=row.paid_created_at,
+        )
+    return StoredTask(
+        channel_id=channel_id,
+        task_id=row.task_id,
+        task_hash=task_hash,
+        amount=row.amount,
+        description=row.description,
+        status=row.status,
+        requested_at=int(row.requested_at),
+        receipt=receipt,
     )
 
 
@@ -418,36 +587,39 @@ class PayeeStore:
         """A connection whose transactions are read-only snapshots (DEFERRED on SQLite)."""
         return self.engine.connect().execution_options(piecework_read_only=True)
 
-    def load(
-        self, channel_id: bytes, task_hash: bytes
-    ) -> tuple[PayeeChannelState | None, StoredPayment | None]:
-        """The channel and the payment already stored for this task (if any), in one snapshot."""
-        cid = _hex(channel_id)
-        with self._read() as conn, conn.begin():
-            row = conn.execute(_SELECT_CHANNEL, {"cid": cid}).first()
-            if row is None:
-                return None, None
-            pay = conn.execute(_SELECT_PAYMENT, {"cid": cid, "th": _hex(task_hash)}).first()
-        return _state_from_row(row), None if pay is None else _payment_from_row(pay)
+    def load(self, channel_id: bytes, task_hash: bytes) -> Snapshot:
+        """The channel, the payment already stored for this task and the task's requested
+        amount (if any), in one read-only snapshot."""
+        return self.load_many([(channel_id, task_hash)])
 
-    def load_many(
-        self, keys: Iterable[tuple[bytes, bytes]]
-    ) -> tuple[dict[bytes, PayeeChannelState], dict[tuple[bytes, bytes], StoredPayment]]:
-        """Channels and stored payments for many ``(channel_id, task_hash)`` pairs, 2 queries."""
+    def load_many(self, keys: Iterable[tuple[bytes, bytes]]) -> Snapshot:
+        """Channels, stored payments and requested amounts for many ``(channel_id, task_hash)``
+        pairs, in one read-only snapshot (two queries, three when a channel has tasks)."""
         wanted = set(keys)
+        if not wanted:
+            return Snapshot({}, {}, {})
         cids = sorted({_hex(c) for c, _ in wanted})
         ths = sorted({_hex(t) for _, t in wanted})
-        if not wanted:
-            return {}, {}
-        with self._read() as conn, conn.begin():
+        with _db_errors("the payment lookup"), self._read() as conn, conn.begin():
             rows = conn.execute(_SELECT_CHANNELS, {"cids": cids}).all()
             pays = conn.execute(_SELECT_PAYMENTS, {"cids": cids, "ths": ths}).all()
+            # A task request bumps its channel's revision in the same transaction, so a channel
+            # still at revision 0 (most of them: metered use) has no tasks to look up.
+            asked = [r.channel_id for r in rows if r.revision]
+            tasks = (
+                conn.execute(_SELECT_TASKS, {"cids": asked, "ths": ths}).all() if asked else []
+            )
         states = {s.channel_id: s for s in map(_state_from_row, rows)}
         payments = {}
         for pay in map(_payment_from_row, pays):
             if (pay.channel_id, pay.task_hash) in wanted:
                 payments[pay.channel_id, pay.task_hash] = pay
-        return states, payments
+        requested = {}
+        for task in tasks:
+            key = (bytes.fromhex(task.channel_id[2:]), bytes.fromhex(task.task_hash[2:]))
+            if key in wanted:
+                requested[key] = int(task.amount)
+        return Snapshot(states, payments, requested)
 
     def payment(self, channel_id: bytes, task_hash: bytes) -> StoredPayment | None:
         with self.engine.connect() as conn:
@@ -508,6 +680,9 @@ class PayeeStore:
                                 "token": ch.token,
                                 "accepted": ch.claimed,
                                 "voucher_signature": None,
+                                # Fixed for the channel's life: written once, never updated
+                                # (a closed channel reads back zeroed).
+                                "voucher_signer": ch.voucher_signer,
                                 **chain_fields,
                             },
                         )
@@ -526,28 +701,155 @@ class PayeeStore:
             raise StoreError(f"channel {cid} vanished after upsert")
         return state
 
-    def consent_to_close(self, channel_id: bytes) -> PayeeChannelState:
-        """Freeze the channel's accepted amount for a ``CloseConsent`` and return the state.
+    def consent(self, channel_id: bytes) -> StoredConsent | None:
+        """The latest close consent the payee signed on the channel, or None."""
+        query = sa.select(
+            _channels.c.consent_amount, _channels.c.consent_deadline, _channels.c.consent_signature
+        ).where(_channels.c.channel_id == _hex(channel_id))
+        with _db_errors("the consent lookup"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None or row.consent_deadline is None or row.consent_signature is None:
+            return None
+        return StoredConsent(
+            row.consent_amount, row.consent_deadline, bytes.fromhex(row.consent_signature[2:])
+        )
 
-        After this no payment can commit on the channel (the compare-and-set requires
-        ``close_consented`` to be false), so the amount the consent is signed for is the last
-        one the payee will ever accept: a payer closing with it cannot leave later receipts
-        unpaid. The flag is set and read in one transaction, serialized with payments.
+    def record_consent(
+        self, state: PayeeChannelState, consent: StoredConsent, now: float | None = None
+    ) -> bool:
+        """Store a new consent for ``state.accepted`` and freeze the channel, atomically.
+
+        A compare-and-set on the accepted amount and the revision ``state`` was read at: False
+        when a payment (or another consent or task request) got there first; the caller
+        re-reads. Bumping the revision makes every payment decided before the consent lose
+        its own compare-and-set, so none can commit after the consent was handed out.
+        """
+        if consent.cumulative_amount != state.accepted:
+            raise ValueError("a consent is only ever for the latest accepted amount")
+        update = (
+            _channels.update()
+            .where(
+                _channels.c.channel_id == _hex(state.channel_id),
+                _channels.c.accepted == sa.bindparam("prev", type_=U256()),
+                _channels.c.revision == state.revision,
+            )
+            .values(
+                consent_amount=sa.bindparam("amount", type_=U256()),
+                consent_deadline=min(consent.deadline, _MAX_BIGINT),
+                consent_signature=_hex(consent.signature),
+                revision=_channels.c.revision + 1,
+                updated_at=time.time() if now is None else now,
+            )
+        )
+        with _db_errors("the close consent"), self.engine.begin() as conn:
+            result = conn.execute(
+                update, {"prev": state.accepted, "amount": consent.cumulative_amount}
+            )
+            return bool(result.rowcount == 1)
+
+    # --- tasks ---------------------------------------------------------------------------
+
+    def request_task(
+        self,
+        channel_id: bytes,
+        *,
+        task_id: str,
+        task_hash: bytes,
+        amount: int,
+        description: str,
+        now: int,
+    ) -> tuple[StoredTask, bool]:
+        """Record a task request; ``(task, created)``. The same request again returns the
+        stored task with ``created`` False; the same task id with another amount or description,
+        or one already paid without a request, is a ``TaskConflict``.
+
+        The channel row is written first (its revision bumped), which serializes the request
+        with payments on the channel: a payment decided before it loses its compare-and-set and
+        is decided again, now against the requested amount.
         """
         cid = _hex(channel_id)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    _channels.update()
-                    .where(_channels.c.channel_id == cid)
-                    .values(close_consented=True)
-                )
-                row = conn.execute(_SELECT_CHANNEL, {"cid": cid}).first()
-        except OperationalError as exc:
-            raise StoreError(f"database refused the close consent: {exc.orig}") from exc
-        if row is None:
-            raise StoreError(f"channel {cid} is not stored")
-        return _state_from_row(row)
+        th = _hex(task_hash)
+        for _attempt in range(3):
+            try:
+                with _db_errors("the task request"), self.engine.begin() as conn:
+                    existing = self._task_row(conn, cid, th)
+                    if existing is not None:
+                        return self._same_task(existing, amount, description), False
+                    if conn.execute(_BUMP_REVISION, {"cid": cid}).rowcount != 1:
+                        raise UnknownChannel(f"channel {cid} is not stored", channel=cid)
+                    paid = conn.execute(_SELECT_PAYMENT, {"cid": cid, "th": th}).first()
+                    if paid is not None:
+                        raise TaskConflict(
+                            f"task {task_id!r} was already paid ({paid.amount}) without a "
+                            "request",
+                            task=th,
+                        )
+                    conn.execute(
+                        _tasks.insert(),
+                        {
+                            "channel_id": cid,
+                            "task_id": task_id,
+                            "task_hash": th,
+                            "amount": amount,
+                            "description": description,
+                            "status": "requested",
+                            "requested_at": now,
+                        },
+                    )
+                    row = self._task_row(conn, cid, th)
+            except StoreError as exc:
+                if isinstance(exc.__cause__, IntegrityError):
+                    continue  # the same task inserted concurrently: read it back
+                raise
+            if row is None:  # pragma: no cover - inserted just above
+                raise StoreError(f"task {th} vanished after insert")
+            return _task_from_row(row), True
+        raise StoreError(f"task {th} on {cid} kept racing; retry")
+
+    @staticmethod
+    def _task_row(conn: Connection, cid: str, th: str) -> Any:
+        return conn.execute(
+            _TASKS_WITH_RECEIPTS.where(_tasks.c.channel_id == cid, _tasks.c.task_hash == th)
+        ).first()
+
+    @staticmethod
+    def _same_task(row: Any, amount: int, description: str) -> StoredTask:
+        task = _task_from_row(row)
+        if task.amount != amount or task.description != description:
+            raise TaskConflict(
+                f"task {task.task_id!r} was already requested for {task.amount} with another "
+                "description" if task.amount == amount else
+                f"task {task.task_id!r} was already requested for {task.amount}, not {amount}",
+                task=_hex(task.task_hash),
+            )
+        return task
+
+    def tasks(self, channel_id: bytes, status: str | None = None) -> list[StoredTask]:
+        """The channel's requested tasks, oldest first, each with its receipt once paid."""
+        query = _TASKS_WITH_RECEIPTS.where(_tasks.c.channel_id == _hex(channel_id))
+        if status is not None:
+            query = query.where(_tasks.c.status == status)
+        with _db_errors("the task list"), self.engine.connect() as conn:
+            return [_task_from_row(r) for r in conn.execute(query.order_by(_tasks.c.id))]
+
+    def receipts(
+        self, channel_id: bytes, *, after: int | None = None, limit: int = 500
+    ) -> tuple[list[StoredPayment], int | None]:
+        """Payments (receipts) with a cumulative amount above ``after``, ascending, at most
+        ``limit``; and the ``after`` of the next page, or None on the last page."""
+        query = (
+            sa.select(_payments)
+            .where(_payments.c.channel_id == _hex(channel_id))
+            .order_by(_payments.c.cumulative_amount)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(_payments.c.cumulative_amount > after)
+        with _db_errors("the receipt list"), self.engine.connect() as conn:
+            rows = [_payment_from_row(r) for r in conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1].cumulative_amount if more else None)
 
     # --- the hot path --------------------------------------------------------------------
 
@@ -564,23 +866,30 @@ class PayeeStore:
         whole transaction rolls back and False is returned: the caller re-reads and redoes
         the payments one by one. Conflicts are rare, so optimism beats a savepoint per
         payment (two extra statements each). Returns only after COMMIT; ``StoreError`` if
-        the database refuses. Payments of one channel must be in order, each extending the
-        previous (``ValueError`` otherwise: a caller bug, not a race).
+        the database refuses (any DB-API error, e.g. a value the driver cannot bind). Payments
+        of one channel must be in order, each extending the previous and decided on the same
+        revision (``ValueError`` otherwise: a caller bug, not a race). Requested tasks the
+        batch pays are marked paid in the same transaction.
         """
         if not batch:
             return True
         now = time.time() if now is None else now
         updates: dict[bytes, dict[str, Any]] = {}
         rows = []
+        paid_tasks = []
         for p in batch:
             e = p.event
             sig = _hex(e.voucher_signature)
             cas = updates.get(e.channel_id)
             if cas is None:
-                cas = updates[e.channel_id] = {"cid": _hex(e.channel_id), "prev": e.previous}
-            elif cas["new"] != e.previous:
+                cas = updates[e.channel_id] = {
+                    "cid": _hex(e.channel_id), "prev": e.previous, "rev": e.revision,
+                }
+            elif cas["new"] != e.previous or cas["rev"] != e.revision:
                 raise ValueError(f"payments for {cas['cid']} are not consecutive in the batch")
             cas.update(new=e.cumulative_amount, sig=sig, now=now)
+            if e.requested:
+                paid_tasks.append({"cid": cas["cid"], "th": _hex(e.task_hash), "now": now})
             rows.append(
                 {
                     "channel_id": cas["cid"],
@@ -603,13 +912,24 @@ class PayeeStore:
                     if conn.execute(_CAS_UPDATE, cas).rowcount != 1:
                         raise _LostRaceError
                 conn.execute(_INSERT_PAYMENT, rows)
+                if paid_tasks:
+                    conn.execute(_MARK_TASK_PAID, paid_tasks)
         except (_LostRaceError, IntegrityError):
             return False
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
                 # Rolled back whole by the server: the same as losing the race, re-read.
                 return False
-            raise StoreError(f"database refused the payment batch: {exc.orig}") from exc
+            raise StoreError(
+                f"database refused the payment batch: {type(exc.orig).__name__}"
+            ) from exc
+        except DBAPIError as exc:
+            # E.g. psycopg's DataError for a NUL byte in a text column: not a race, and not
+            # something a retry of the same batch fixes. The caller redoes the payments alone.
+            raise StoreError(
+                f"database refused the payment batch: {type(exc.orig).__name__}",
+                kind=type(exc.orig).__name__,
+            ) from exc
         return True
 
     # --- chain cursor, outgoing transactions, state-change log ---------------------------
@@ -695,10 +1015,31 @@ class PayeeStore:
 
 
 class PayerStore:
-    """The payer's own records: its latest signed voucher per channel and every receipt."""
+    """The payer's own records: its latest signed voucher per channel, every receipt, and
+    which voucher signer signs for which channel."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def remember_voucher_signer(
+        self, channel_id: bytes, address: str, keystore: str | None = None
+    ) -> None:
+        """The channel's vouchers are signed by ``address`` (key in ``keystore``, if given)."""
+        values = {"address": address, "keystore": keystore, "created_at": time.time()}
+        cid = _hex(channel_id)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                _payer_signers.update().where(_payer_signers.c.channel_id == cid), values
+            )
+            if updated.rowcount == 0:
+                conn.execute(_payer_signers.insert(), {"channel_id": cid, **values})
+
+    def voucher_signer(self, channel_id: bytes) -> tuple[str, str | None] | None:
+        """``(address, keystore path)`` of the channel's voucher signer, or None."""
+        query = sa.select(_payer_signers).where(_payer_signers.c.channel_id == _hex(channel_id))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (row.address, row.keystore)
 
     def record_voucher(
         self, channel_id: bytes, payee: str, cumulative_amount: int, signature: bytes

@@ -246,7 +246,7 @@ class Watcher:
             if base is None and opened is not None:
                 base = OnchainChannel(channel_id, opened.payer, opened.payee, opened.token,
                                       opened.deposit, 0, opened.challenge_period, 0,
-                                      ChannelStatus.OPEN)
+                                      ChannelStatus.OPEN, opened.voucher_signer)
             if base is None:
                 return  # closed before we ever saw it: nothing of ours
             total = closed.payee_total if closed is not None else base.claimed
@@ -391,7 +391,8 @@ def _ids(ids: Sequence[bytes]) -> str:
 
 def _onchain_of(state: PayeeChannelState) -> OnchainChannel:
     return OnchainChannel(state.channel_id, state.payer, state.payee, state.token, state.deposit,
-                          state.claimed, state.challenge_period, state.closes_at, state.status)
+                          state.claimed, state.challenge_period, state.closes_at, state.status,
+                          state.voucher_signer)
 
 
 # --- wiring for the CLI ------------------------------------------------------------------------

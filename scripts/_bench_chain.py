@@ -71,7 +71,7 @@ def open_channels(net: Devnet, n: int, deposit: int, *, payer: str = "payer",
         salt = os.urandom(32)
         ids.append(bytes(channel_id_for(payer_addr, payee_addr, ZERO_ADDRESS, salt)))
         data = client.contract.functions.open(
-            payee_addr, ZERO_ADDRESS, deposit, CHALLENGE_PERIOD, salt
+            payee_addr, ZERO_ADDRESS, deposit, CHALLENGE_PERIOD, salt, ZERO_ADDRESS
         )._encode_transaction_data()
         calls.append({"from": payer_addr, "to": net.contract, "data": data,
                       "value": hex(deposit), "gas": hex(200_000),

@@ -52,7 +52,7 @@ def fresh(path: Path, payer: Signer, payee: Signer, channels: int) -> PayeeServi
     with engine.begin() as conn:
         for start in range(0, channels, 5_000):
             conn.execute(sa.insert(ChannelRow.__table__), rows[start:start + 5_000])
-    return PayeeService(PayeeStore(engine), payee, DOMAIN)
+    return PayeeService(PayeeStore(engine), payee, DOMAIN, min_challenge_period=3600)
 
 
 def measure(service: PayeeService, payer: Signer, channels: int, n: int, *, tag: str,

@@ -39,7 +39,7 @@ from _bench_chain import CHAIN_ID, DEV_KEYS, Devnet, start_devnet
 
 from channel.chain import Claim
 from channel.devnet import Supervisor, free_port
-from channel.messages import CloseConsent, Domain, Receipt, Voucher, task_id_hash
+from channel.messages import CloseConsent, CloseRequest, Domain, Receipt, Voucher, task_id_hash
 from channel.payer import Payer
 from channel.signing import Signer, recover
 
@@ -331,7 +331,8 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
            "PIECEWORK_CONTRACT_ADDRESS": net.contract, "PIECEWORK_CHAIN_ID": str(CHAIN_ID),
            "PIECEWORK_DATABASE_URL": f"sqlite:///{workdir / 'e2e-service.db'}",
            "PIECEWORK_OPERATOR_TOKEN": secrets.token_urlsafe(24),
-           "PIECEWORK_PRIVATE_KEY": DEV_KEYS["payee"]}
+           "PIECEWORK_PRIVATE_KEY": DEV_KEYS["payee"],
+           "PIECEWORK_MIN_CHALLENGE_PERIOD": "3600"}
     proc = sup.start("e2e-service", [str(Path(PY).with_name("piecework")), "serve",
                                      "--host", "127.0.0.1", "--port", str(port)], env=env)
     domain = Domain(CHAIN_ID, net.contract)
@@ -358,7 +359,7 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
                 if r.status_code != 201:
                     raise RuntimeError(f"payment {i} answered {r.status_code}: {r.text[:200]}")
                 got = r.json()["receipt"]
-                receipt = Receipt(channel_id, i * price, task_id_hash(task))
+                receipt = Receipt(channel_id, i * price, price, task_id_hash(task))
                 if recover(domain, receipt, got["signature"]) != payee_address:
                     raise RuntimeError(f"receipt {i} is not signed by the payee")
         phases["pay over HTTP"] = time.perf_counter() - t
@@ -371,13 +372,16 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
         t = time.perf_counter()
         # The lean client closes too (Payer.cooperative_close would first resync every
         # receipt from the service, since its own store never saw these payments).
-        consent = httpx.post(f"{url}/v1/channels/0x{channel_id.hex()}/close", timeout=30).json()
-        amount = int(consent["cumulative_amount"])
-        if recover(domain, CloseConsent(channel_id, amount), consent["signature"]) != \
+        request = signer.sign(domain, CloseRequest(channel_id, tasks * price))
+        consent = httpx.post(f"{url}/v1/channels/0x{channel_id.hex()}/close", timeout=30,
+                             json={"cumulative_amount": str(tasks * price),
+                                   "signature": "0x" + request.hex()}).json()
+        amount, deadline = int(consent["cumulative_amount"]), int(consent["deadline"])
+        if recover(domain, CloseConsent(channel_id, amount, deadline), consent["signature"]) != \
                 payee_address or amount != tasks * price:
             raise RuntimeError(f"close consent for {amount} is not the payee's for the total")
         closed = payer.chain.cooperative_close(
-            channel_id, amount, signer.sign(domain, Voucher(channel_id, amount)),
+            channel_id, amount, deadline, signer.sign(domain, Voucher(channel_id, amount)),
             bytes.fromhex(consent["signature"][2:]))
         phases["cooperativeClose"] = time.perf_counter() - t
         total = time.perf_counter() - t0

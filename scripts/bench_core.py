@@ -84,7 +84,7 @@ def fresh_service(url: str, payer: Signer, payee: Signer, channels: int = CHANNE
                 ChannelStatus.OPEN,
             )
         )
-    return PayeeService(store, payee, DOMAIN)
+    return PayeeService(store, payee, DOMAIN, min_challenge_period=3600)
 
 
 def timed(fn: Callable[[], object], n: int) -> float:

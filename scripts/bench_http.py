@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 import psycopg
 import sqlalchemy as sa
-from _bench_chain import CHAIN_ID, DEV_KEYS, Devnet, open_channels, start_devnet
+from _bench_chain import CHAIN_ID, CHALLENGE_PERIOD, DEV_KEYS, Devnet, open_channels, start_devnet
 
 from channel.devnet import ManagedProcess, Supervisor, free_port
 from channel.messages import Domain, Voucher
@@ -163,6 +163,9 @@ def start_service(sup: Supervisor, net: Devnet, database_url: str, *,
         "PIECEWORK_DATABASE_URL": database_url,
         "PIECEWORK_OPERATOR_TOKEN": secrets.token_urlsafe(24),
         "PIECEWORK_PRIVATE_KEY": DEV_KEYS["payee"],  # anvil development key, by env only
+        # The channels are opened with this challenge period; the service's default minimum
+        # is an operator policy that may be longer.
+        "PIECEWORK_MIN_CHALLENGE_PERIOD": str(CHALLENGE_PERIOD),
     }
     proc = sup.start(name, [str(VENV_BIN / "piecework"), "serve", "--host", "127.0.0.1",
                             "--port", str(port), "--workers", str(workers)], env=env)

@@ -1,11 +1,15 @@
 """`make demo`: a small gig marketplace on a local anvil chain, end to end, reconciled to the unit.
 
-One freelancer runs the payee service (`piecework serve`, SQLite). Client A pays in ETH, client
-B in a 6-decimal permit stablecoin; each pays for 500 micro-tasks over real HTTP, every receipt
-checked against the freelancer's address. Mid-way the freelancer claims both channels in one
-claimMany; A closes cooperatively; B tries to walk away with a stale startClose, the service's
-watchtower claims B's latest voucher, time passes, and a bystander settles. Exits non-zero if
-any balance fails to reconcile. Every process it starts is stopped by PID on the way out.
+One freelancer runs the payee service (`piecework serve`, SQLite). Client A pays in ETH through
+a voucher signer: its wallet signs the deposit and nothing per task. Client B pays in a
+6-decimal permit stablecoin for tasks the freelancer requests: the freelancer asks (id, amount,
+description), B pays exactly what is asked. 500 micro-tasks each over real HTTP, every receipt
+checked (payee, amount, cumulative amount, task); one receipt is shown proving its task's
+amount on its own. Mid-way the freelancer claims both channels in one claimMany; A closes
+cooperatively (CloseRequest -> consent with a deadline -> cooperativeClose); B tries to walk
+away with a stale startClose, the service's watchtower claims B's latest voucher, time passes,
+and a bystander settles. Exits non-zero if any balance fails to reconcile. Every process it
+starts is stopped by PID on the way out.
 """
 
 from __future__ import annotations
@@ -33,16 +37,19 @@ from channel.chain import ZERO_ADDRESS, ChainClient, Claim, load_artifact
 from channel.devnet import ANVIL_KEYS, Supervisor, free_port
 from channel.keys import SigningKey
 from channel.messages import Receipt, task_id_hash
-from channel.payer import Payer
-from channel.signing import recover
+from channel.payer import PaidReceipt, Payer, open_payer_store
+from channel.signing import Signer, recover
 from channel.state import ChannelStatus
+from channel.units import eth_units, format_amount, token_units
 
 REPO = Path(__file__).resolve().parent.parent
 
 # anvil's well-known development accounts: never real money.
 DEV_KEYS = dict(zip(("deployer", "freelancer", "client A", "client B", "bystander"),
                     ANVIL_KEYS, strict=False))
-CHALLENGE_PERIOD = 3_600  # the service's default minimum: one hour to notice a close
+# One hour to notice a close; the service is told this minimum explicitly (its default is
+# the operator's policy, and may be longer).
+CHALLENGE_PERIOD = 3_600
 ETH_DEPOSIT = 10**16  # 0.01 ETH
 USD = 10**6  # TestStablecoin has 6 decimals
 USD_DEPOSIT = 10 * USD
@@ -51,15 +58,34 @@ USD_DEPOSIT = 10 * USD
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
+class CountingSigner(Signer):
+    """A Signer that counts its signatures: how often the demo asked each key to sign."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, private_key: bytes | str) -> None:
+        super().__init__(private_key)
+        self.count = 0
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        self.count += 1
+        return super().sign_digest(digest)
+
+
 @dataclass
 class Ledger:
     """What each side did, to reconcile against the chain at the end."""
 
     paid: dict[str, int] = field(default_factory=lambda: {"A": 0, "B": 0})
     tasks: dict[str, int] = field(default_factory=lambda: {"A": 0, "B": 0})
+    requested: int = 0
     receipts_verified: int = 0
     gas: list[tuple[str, str, int]] = field(default_factory=list)
     pay_seconds: float = 0.0
+    wallet_signatures_per_task: int = -1
+    wallet_transactions_per_task: int = -1
+    signer_signatures: int = 0
+    proof: PaidReceipt | None = None
 
 
 def main() -> int:
@@ -102,13 +128,16 @@ def run(sup: Supervisor, workdir: Path, tasks: int, rng: random.Random) -> bool:
 
     service_port = free_port()
     service_url = f"http://127.0.0.1:{service_port}"
+    operator_token = secrets.token_urlsafe(24)
     env = {
         **os.environ,
         "PIECEWORK_RPC_URL": rpc_url,
         "PIECEWORK_CONTRACT_ADDRESS": channels_addr,
         "PIECEWORK_DATABASE_URL": f"sqlite:///{workdir / 'freelancer.db'}",
-        "PIECEWORK_OPERATOR_TOKEN": secrets.token_urlsafe(24),
+        "PIECEWORK_OPERATOR_TOKEN": operator_token,
         "PIECEWORK_PRIVATE_KEY": DEV_KEYS["freelancer"],  # development key, passed by env only
+        "PIECEWORK_MIN_CHALLENGE_PERIOD": str(CHALLENGE_PERIOD),
+        "PIECEWORK_ACCEPTED_TOKENS": f"ETH,{coin_addr}:{USD}",  # at least 1 USD in a channel
     }
     piecework = str(Path(sys.executable).with_name("piecework"))
     service = sup.start("service", [piecework, "serve", "--host", "127.0.0.1",
@@ -122,15 +151,19 @@ def run(sup: Supervisor, workdir: Path, tasks: int, rng: random.Random) -> bool:
               for p in parties for t, tok in tokens.items()}
     first_block = chain["deployer"].block_number() + 1
 
-    payer_a = Payer.from_url(chain["client A"], keys["client A"],
-                             f"sqlite:///{workdir / 'client-a.db'}")
+    # Client A's wallet key is counted: it should sign the deposit and nothing per task.
+    wallet_a = CountingSigner(DEV_KEYS["client A"])
+    payer_a = Payer(chain["client A"], wallet_a,
+                    open_payer_store(f"sqlite:///{workdir / 'client-a.db'}"))
     payer_b = Payer.from_url(chain["client B"], keys["client B"],
                              f"sqlite:///{workdir / 'client-b.db'}")
+    voucher_signer = CountingSigner.generate()  # the key client A's app holds
     chan_a = payer_a.open_channel(addr["freelancer"], ETH_DEPOSIT,
-                                  challenge_period=CHALLENGE_PERIOD)
+                                  challenge_period=CHALLENGE_PERIOD, voucher_signer=voucher_signer)
     chan_b = payer_b.open_channel(addr["freelancer"], USD_DEPOSIT, token=coin_addr,
                                   challenge_period=CHALLENGE_PERIOD, permit=True)
-    console.print(f"client A opened ETH channel {_short(chan_a)} with {ETH_DEPOSIT} wei; "
+    console.print(f"client A opened ETH channel {_short(chan_a)} with {ETH_DEPOSIT} wei and a "
+                  f"voucher signer {voucher_signer.address} (a key held by its app); "
                   f"client B opened USD channel {_short(chan_b)} with a permit (one tx)")
 
     # Sub-cent prices: ETH tasks at 0.1-0.9 cents (ETH at 3,000 USD), USD tasks 0.1-0.9 cents.
@@ -141,34 +174,58 @@ def run(sup: Supervisor, workdir: Path, tasks: int, rng: random.Random) -> bool:
     payers = {"A": (payer_a, chan_a), "B": (payer_b, chan_b)}
     prices = {c: [price(c) for _ in range(tasks)] for c in "AB"}  # drawn up front: reproducible
     half = tasks // 2
+    usd = token_units(coin_addr, *chain["deployer"].token_info(coin_addr))
+    lock = threading.Lock()
+    freelancer_http = httpx.Client(base_url=service_url, timeout=10,
+                                   headers={"Authorization": f"Bearer {operator_token}"})
 
-    def pay_range(client: str, start: int, end: int, progress: Progress, bar: Any) -> None:
-        payer, chan = payers[client]
+    def check(client: str, receipt: PaidReceipt, task_id: str, amount: int) -> None:
+        # The library already checked it; check again, independently, as a user would: this
+        # receipt alone proves what the task cost.
+        chan = payers[client][1]
+        message = Receipt(chan, receipt.cumulative_amount, amount, task_id_hash(task_id))
+        signer = recover(payers[client][0].domain, message, receipt.signature)
+        if signer != addr["freelancer"] or receipt.amount != amount:
+            raise SystemExit(f"receipt for {task_id} signed by {signer} for {receipt.amount}")
+        with lock:
+            ledger.receipts_verified += 1
+            ledger.paid[client] += amount
+            ledger.tasks[client] += 1
+
+    def pay_a(start: int, end: int, progress: Progress, bar: Any) -> None:
         for i in range(start, end):
-            amount = prices[client][i]
-            task_id = f"task-{client}-{i:04d}"
-            receipt = payer.pay(service_url, chan, task_id, amount)
-            # The library already checked it; check again, independently, as a user would.
-            signer = recover(payer.domain,
-                             Receipt(chan, receipt.cumulative_amount, task_id_hash(task_id)),
-                             receipt.signature)
-            if signer != addr["freelancer"]:
-                raise SystemExit(f"receipt for {task_id} signed by {signer}")
-            with lock:
-                ledger.receipts_verified += 1
-                ledger.paid[client] += amount
-                ledger.tasks[client] += 1
+            task_id, amount = f"task-A-{i:04d}", prices["A"][i]
+            check("A", payer_a.pay(service_url, chan_a, task_id, amount), task_id, amount)
             progress.advance(bar)
 
-    lock = threading.Lock()
+    def pay_b(start: int, end: int, progress: Progress, bar: Any) -> None:
+        # The freelancer asks to be paid for each finished task; client B pays what is asked.
+        for first in range(start, end, 50):
+            for i in range(first, min(first + 50, end)):
+                asked = freelancer_http.post(f"/v1/channels/0x{chan_b.hex()}/tasks", json={
+                    "task_id": f"task-B-{i:04d}", "amount": str(prices["B"][i]),
+                    "description": f"translation, paragraph {i + 1}"})
+                if asked.status_code != 201:
+                    raise SystemExit(f"task request refused: {asked.text}")
+                with lock:
+                    ledger.requested += 1
+            for receipt in payer_b.pay_requested(service_url, chan_b):
+                index = int(receipt.task_id.rsplit("-", 1)[1])
+                check("B", receipt, receipt.task_id, prices["B"][index])
+                ledger.proof = ledger.proof or receipt
+                progress.advance(bar)
+
+    wallet_before = (wallet_a.count, chain["deployer"].w3.eth.get_transaction_count(
+        addr["client A"]))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         bars = {c: progress.add_task(f"client {c} paying", total=tasks) for c in "AB"}
+        workers = {"A": pay_a, "B": pay_b}
         for start, phase_end in ((0, half), (half, tasks)):
             t0 = time.monotonic()
             # The two clients pay at the same time, each from its own thread and wallet.
             with ThreadPoolExecutor(max_workers=2) as pool:
-                futures = [pool.submit(pay_range, c, start, phase_end, progress, bars[c])
+                futures = [pool.submit(workers[c], start, phase_end, progress, bars[c])
                            for c in "AB"]
                 for future in futures:
                     future.result()
@@ -179,6 +236,17 @@ def run(sup: Supervisor, workdir: Path, tasks: int, rng: random.Random) -> bool:
                 progress.console.print(
                     f"mid-way: freelancer claimed both channels in one claimMany "
                     f"({tx.gas_used:,} gas)")
+    freelancer_http.close()
+    ledger.wallet_signatures_per_task = wallet_a.count - wallet_before[0]
+    ledger.wallet_transactions_per_task = chain["deployer"].w3.eth.get_transaction_count(
+        addr["client A"]) - wallet_before[1]
+    ledger.signer_signatures = voucher_signer.count
+    console.print(
+        f"client A: {ledger.tasks['A']} tasks paid with {voucher_signer.count} vouchers from its "
+        f"voucher signer; its wallet signed {ledger.wallet_signatures_per_task} messages and "
+        f"{ledger.wallet_transactions_per_task} transactions for them")
+    if ledger.proof is not None:
+        show_proof(ledger.proof, payer_b.domain, addr["freelancer"], usd)
 
     tx = payer_a.cooperative_close(service_url, chan_a)
     console.print(f"client A closed cooperatively with the service's consent ({tx.gas_used:,} gas)")
@@ -209,16 +277,34 @@ def run(sup: Supervisor, workdir: Path, tasks: int, rng: random.Random) -> bool:
                   channels_addr=channels_addr, coin_addr=coin_addr)
 
 
+def show_proof(receipt: PaidReceipt, domain: Any, freelancer: str, units: Any) -> None:
+    """Print one receipt and why it proves, on its own, what its task cost."""
+    message = receipt.message
+    signer = recover(domain, message, receipt.signature)
+    body = {"channel_id": "0x" + receipt.channel_id.hex(), "task_id": "0x" + message.task_id.hex(),
+            "amount": str(receipt.amount), "cumulative_amount": str(receipt.cumulative_amount),
+            "signature": "0x" + receipt.signature.hex()}
+    console.print("one receipt, on its own, proves one task's price:")
+    console.print_json(data=body)
+    ok = "[green]✓[/]" if signer == freelancer else "[red]✗[/]"
+    console.print(f"  {ok} Receipt(channelId, cumulativeAmount, amount, taskId) recovers to "
+                  f"{signer} (the freelancer); taskId = keccak256(\"{receipt.task_id}\"); "
+                  f"the task cost {format_amount(receipt.amount, units)}")
+
+
 def report(ledger: Ledger, *, addr: dict[str, str], before: dict[tuple[str, str], int],
            after: dict[tuple[str, str], int], fees: dict[str, int], client: ChainClient,
            chan_a: bytes, chan_b: bytes, channels_addr: str, coin_addr: str) -> bool:
+    usd = token_units(coin_addr, *client.token_info(coin_addr))
     summary = Table(title="Tasks and payments")
     for col in ("client", "tasks", "receipts verified", "paid", "channel"):
         summary.add_column(col, justify="right")
-    summary.add_row("A (ETH)", str(ledger.tasks["A"]), str(ledger.tasks["A"]),
-                    f"{ledger.paid['A']:,} wei", _short(chan_a))
-    summary.add_row("B (USD)", str(ledger.tasks["B"]), str(ledger.tasks["B"]),
-                    f"{ledger.paid['B']:,} units ({ledger.paid['B'] / USD:.4f} USD)",
+    summary.add_row("A (ETH, voucher signer)", str(ledger.tasks["A"]), str(ledger.tasks["A"]),
+                    f"{ledger.paid['A']:,} wei ({format_amount(ledger.paid['A'], eth_units())})",
+                    _short(chan_a))
+    summary.add_row("B (USD, requested tasks)", str(ledger.tasks["B"]), str(ledger.tasks["B"]),
+                    f"{ledger.paid['B']:,} units "
+                    f"({format_amount(ledger.paid['B'], usd)})",
                     _short(chan_b))
     console.print(summary)
 
@@ -258,6 +344,10 @@ def report(ledger: Ledger, *, addr: dict[str, str], before: dict[tuple[str, str]
         "contract holds nothing": client.balance(channels_addr) == 0
             and client.balance(channels_addr, coin_addr) == 0,
         "every receipt verified": ledger.receipts_verified == sum(ledger.tasks.values()),
+        "client B paid exactly the tasks requested": ledger.tasks["B"] == ledger.requested,
+        "client A's wallet signed nothing per task": ledger.wallet_signatures_per_task == 0
+            and ledger.wallet_transactions_per_task == 0
+            and ledger.signer_signatures >= ledger.tasks["A"],
     }
     for name, ok in checks.items():
         console.print(f"  {'[green]✓' if ok else '[red]✗'} {name}[/]")

@@ -1,4 +1,4 @@
-"""Channels: list (operator), read one, receipts (resync), close consent, claim (operator)."""
+"""Channels: list (operator), read one, receipts (payer side), close consent, claim (operator)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,27 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import OperatorDep, OptionalOperatorDep, Runtime, RuntimeDep
+from api.deps import OperatorDep, PayerSideDep, Runtime, RuntimeDep
 from api.problems import ProblemError
-from api.queries import list_channels, list_payments
+from api.queries import list_channels
 from api.schemas import (
     ADDRESS_PATTERN,
+    AMOUNT_PATTERN,
     BYTES32_PATTERN,
     ChannelIdPath,
     ChannelPage,
     ChannelView,
     ClaimResult,
     CloseConsentBody,
+    CloseRequestBody,
     LatestVoucher,
-    ReceiptPage,
-    StoredReceipt,
+    ReceiptBody,
+    ReceiptList,
     problem_docs,
 )
 from channel.errors import NodeUnavailable, UnknownChannel
-from channel.messages import parse_address, parse_bytes32
+from channel.messages import parse_address, parse_amount, parse_bytes32
+from channel.payee import SignedReceipt
 from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
@@ -54,6 +57,7 @@ def _view(state: PayeeChannelState, onchain: OnchainChannel | None = None) -> Ch
         payer=chain.payer,
         payee=chain.payee,
         token=chain.token,
+        voucher_signer=state.voucher_signer,
         deposit=str(chain.deposit),
         claimed=str(chain.claimed),
         challenge_period=chain.challenge_period,
@@ -74,7 +78,7 @@ def _ours(runtime: Runtime, channel_id: bytes) -> PayeeChannelState:
 @router.get(
     "",
     response_model=ChannelPage,
-    responses=problem_docs(401, 422),
+    responses=problem_docs(401, 403, 422),
     summary="List the payee's channels (operator)",
 )
 def channels(
@@ -134,71 +138,68 @@ def channel(channel_id: ChannelIdPath, runtime: RuntimeDep) -> ChannelView:
     return _view(state, onchain)
 
 
+def receipt_body(receipt: SignedReceipt) -> ReceiptBody:
+    """A receipt in the protocol's JSON shape (the one conversion, also for tasks)."""
+    return ReceiptBody(**receipt.as_json())
+
+
 @router.get(
     "/{channel_id}/receipts",
-    response_model=ReceiptPage,
-    responses=problem_docs(401, 404, 422),
-    summary="Receipts of a channel, oldest first (for a client resyncing)",
+    response_model=ReceiptList,
+    responses=problem_docs(401, 403, 404, 422),
+    summary="Receipts of a channel in ascending cumulative order (payer side)",
 )
 def receipts(
     channel_id: ChannelIdPath,
     runtime: RuntimeDep,
-    is_operator: OptionalOperatorDep,
-    limit: Limit = 100,
-    cursor: Annotated[
+    _: PayerSideDep,
+    after: Annotated[
         str | None,
-        Query(max_length=20, description="next_cursor of the previous page (opaque).",
-              json_schema_extra={"pattern": "^[0-9]{1,18}$"}),
+        Query(max_length=78, description="Only receipts whose cumulative amount is greater "
+              "(the `next` of the previous page).",
+              json_schema_extra={"pattern": AMOUNT_PATTERN}),
     ] = None,
-) -> ReceiptPage:
-    """Every receipt issued on the channel, so a payer that lost its state can rebuild it.
-
-    Public per channel (like the channel itself, whose id is on chain), but task id strings,
-    which may name a client's work, are shown only with the operator token; everyone gets the
-    bytes32 ``task_hash`` the receipt signs, which a payer can match against its own tasks.
-    """
-    cid = parse_bytes32(channel_id)
-    # At most 18 digits: a row id must fit the databases' signed 64-bit integers.
-    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise ProblemError(422, "invalid_cursor", "cursor must be a next_cursor from this API")
-    _ours(runtime, cid)
-    rows, next_id = list_payments(
-        runtime.engine, cid, limit=limit, after=int(cursor) if cursor else 0
-    )
-    return ReceiptPage(
-        items=[
-            StoredReceipt(
-                channel_id=channel_id.lower(),
-                cumulative_amount=str(p.cumulative_amount),
-                amount=str(p.amount),
-                task_hash=_hex(p.task_hash),
-                task_id=p.task_id if is_operator else None,
-                signature=_hex(p.receipt_signature),
-            )
-            for p in rows
-        ],
-        next_cursor=str(next_id) if next_id is not None else None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 500,
+) -> ReceiptList:
+    """Every receipt issued on the channel, at most 500 per page, so a payer that lost its
+    state can rebuild it and prove any task's amount. Private to the channel's payer side
+    (an ``Access`` signature) and the operator."""
+    start = parse_amount(after) if after is not None else None
+    page, next_after = runtime.service.receipts(channel_id, after=start, limit=limit)
+    return ReceiptList(
+        receipts=[receipt_body(r) for r in page],
+        next=str(next_after) if next_after is not None else None,
     )
 
 
 @router.post(
     "/{channel_id}/close",
     response_model=CloseConsentBody,
-    responses=problem_docs(404, 422, 503),
-    summary="The payee's CloseConsent for the latest accepted voucher",
+    responses=problem_docs(403, 404, 409, 422, 503),
+    summary="The payee's CloseConsent, for a CloseRequest of the payer side",
 )
-def close(channel_id: ChannelIdPath, runtime: RuntimeDep) -> CloseConsentBody:
-    """Signs ``CloseConsent(channelId, latest accepted cumulative amount)``; with it and the
-    payer's voucher for that amount anyone can ``cooperativeClose`` at once. The amount is final
-    from then on: later payments on the channel get 409 ``channel_not_open``."""
-    amount, signature = runtime.service.close_consent(channel_id)
-    return CloseConsentBody(cumulative_amount=str(amount), signature=_hex(signature))
+def close(
+    channel_id: ChannelIdPath, body: CloseRequestBody, runtime: RuntimeDep
+) -> CloseConsentBody:
+    """Signs ``CloseConsent(channelId, cumulativeAmount, deadline)`` for the latest accepted
+    amount, when the ``CloseRequest`` for it is signed by the payer or the voucher signer
+    (403 ``close_not_authorized`` otherwise, and nothing changes; 409 ``stale_voucher`` with
+    ``current_cumulative_amount`` for another amount). ``deadline`` is the latest block's
+    timestamp plus the service's setting (at most one hour). Until a block later than the
+    deadline exists the channel takes no payment (409 ``channel_not_open``) and the same request
+    gets the same consent; after it, payments resume and a new request gets a new consent."""
+    consent = runtime.service.close(channel_id, body.cumulative_amount, body.signature)
+    return CloseConsentBody(
+        cumulative_amount=str(consent.cumulative_amount),
+        deadline=consent.deadline,
+        signature=_hex(consent.signature),
+    )
 
 
 @router.post(
     "/{channel_id}/claim",
     response_model=ClaimResult,
-    responses=problem_docs(401, 404, 409, 422, 502, 503, 504),
+    responses=problem_docs(401, 403, 404, 409, 422, 502, 503, 504),
     summary="Claim the latest accepted voucher on chain now (operator)",
 )
 def claim(channel_id: ChannelIdPath, runtime: RuntimeDep, _: OperatorDep) -> ClaimResult:

@@ -24,7 +24,16 @@ from piecework_testnode import ANVIL_KEYS, CHAIN_ID
 
 from channel.config import Settings
 from channel.devnet import free_port
-from channel.messages import CloseConsent, Domain, Receipt, Voucher, task_id_hash
+from channel.messages import (
+    Access,
+    CloseConsent,
+    CloseRequest,
+    Domain,
+    Receipt,
+    Voucher,
+    format_access,
+    task_id_hash,
+)
 from channel.payee import InMemoryChannelSource
 from channel.signing import Signer, recover
 from channel.state import ChannelStatus, OnchainChannel
@@ -74,12 +83,14 @@ class Twin:
         status: ChannelStatus = ChannelStatus.OPEN,
         challenge_period: int = 7200,
         claimed: int = 0,
+        voucher_signer: str = ETH,
+        channel_id: bytes | None = None,
     ) -> bytes:
-        cid = os.urandom(32)
+        cid = channel_id or os.urandom(32)
         self.source.put(
             OnchainChannel(
                 cid, (payer or self.payer).address, payee or self.payee.address, token,
-                deposit, claimed, challenge_period, 0, status,
+                deposit, claimed, challenge_period, 0, status, voucher_signer,
             )
         )
         return cid
@@ -104,18 +115,39 @@ class Twin:
         return self.client.post(f"/v1/channels/{hx(cid)}/payments", json=body)
 
 
+    def access(
+        self, cid: bytes, *, signer: Signer | None = None, ahead: int = 300
+    ) -> dict[str, str]:
+        """The ``Authorization: Access`` header for the channel's payer side."""
+        expires = int(time.time()) + ahead
+        signature = (signer or self.payer).sign(self.domain, Access(cid, expires))
+        return {"Authorization": f"Access {format_access(expires, signature)}"}
+
+    def close(
+        self, cid: bytes, cumulative: int, signer: Signer | None = None
+    ) -> httpx.Response:
+        """POST .../close with the payer side's CloseRequest for ``cumulative``."""
+        signature = (signer or self.payer).sign(self.domain, CloseRequest(cid, cumulative))
+        return self.client.post(
+            f"/v1/channels/{hx(cid)}/close",
+            json={"cumulative_amount": str(cumulative), "signature": hx(signature)},
+        )
+
+
 def receipt_signer(domain: Domain, receipt: dict[str, str]) -> str:
     """The address that signed a receipt JSON object."""
     message = Receipt(
         bytes.fromhex(receipt["channel_id"][2:]),
         int(receipt["cumulative_amount"]),
+        int(receipt["amount"]),
         bytes.fromhex(receipt["task_id"][2:]),
     )
     return recover(domain, message, receipt["signature"])
 
 
-def consent_signer(domain: Domain, cid: bytes, body: dict[str, str]) -> str:
-    return recover(domain, CloseConsent(cid, int(body["cumulative_amount"])), body["signature"])
+def consent_signer(domain: Domain, cid: bytes, body: dict[str, Any]) -> str:
+    consent = CloseConsent(cid, int(body["cumulative_amount"]), int(body["deadline"]))
+    return recover(domain, consent, body["signature"])
 
 
 def task_hex(task: str) -> str:

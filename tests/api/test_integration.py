@@ -48,9 +48,23 @@ def service_url(
     anvil_node: Node, deployment: Deployment, accounts: Accounts, db_url: str,
     chain_snapshot: None,
 ) -> Iterator[str]:
-    app = create_app(service_settings(anvil_node.url, deployment.channels, db_url, accounts.payee))
+    app = create_app(service_settings(anvil_node.url, deployment.channels, db_url, accounts.payee,
+                                      accepted_tokens=f"ETH,{deployment.stablecoin}:1000000"))
     with serve(app) as url:
         yield url
+
+
+def test_info_reads_token_symbol_and_decimals_from_chain(
+    service_url: str, deployment: Deployment
+) -> None:
+    info = httpx.get(f"{service_url}/v1/info").json()
+    assert info["version"] == "2"
+    # TestStablecoin is ERC20("Test Stablecoin", "TUSD") with 6 decimals (contracts/test/mocks).
+    assert info["tokens"] == [
+        {"address": ZERO_ADDRESS, "symbol": "ETH", "decimals": 18, "min_deposit": "0"},
+        {"address": deployment.stablecoin, "symbol": "TUSD", "decimals": 6,
+         "min_deposit": "1000000"},
+    ]
 
 
 @pytest.fixture

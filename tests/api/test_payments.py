@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,6 +27,19 @@ from channel.signing import Signer
 from channel.state import ChannelStatus
 
 
+def test_info_says_version_contract_minimum_and_tokens(twin: Twin) -> None:
+    info = twin.client.get("/v1/info").json()
+    assert info == {
+        "version": "2",
+        "chain_id": twin.domain.chain_id,
+        "contract": twin.domain.verifying_contract,
+        "payees": [twin.payee.address],
+        "min_challenge_period": 3600,
+        "tokens": [{"address": "0x" + "00" * 20, "symbol": "ETH", "decimals": 18,
+                    "min_deposit": "0"}],
+    }
+
+
 def test_pay_receipt_and_close_flow(twin: Twin) -> None:
     cid = twin.open(deposit=1000)
     info = twin.client.get("/v1/info").json()
@@ -41,8 +55,9 @@ def test_pay_receipt_and_close_flow(twin: Twin) -> None:
         receipt = response.json()["receipt"]
         assert receipt == {
             "channel_id": hx(cid),
-            "cumulative_amount": str(total),
             "task_id": task_hex(f"task-{i}"),
+            "amount": str(amount),
+            "cumulative_amount": str(total),
             "signature": receipt["signature"],
         }
         assert receipt_signer(domain, receipt) == twin.payee.address
@@ -50,18 +65,65 @@ def test_pay_receipt_and_close_flow(twin: Twin) -> None:
     view = twin.client.get(f"/v1/channels/{hx(cid)}").json()
     assert view["status"] == "open"
     assert view["deposit"] == "1000"
+    assert view["voucher_signer"] == "0x" + "00" * 20
     assert view["latest"] == {"cumulative_amount": "60", "signature": twin.voucher(cid, 60)}
 
-    consent = twin.client.post(f"/v1/channels/{hx(cid)}/close")
+    consent = twin.close(cid, 60)
     assert consent.status_code == 200
-    assert consent.json()["cumulative_amount"] == "60"
-    assert consent_signer(domain, cid, consent.json()) == twin.payee.address
+    body = consent.json()
+    assert body["cumulative_amount"] == "60"
+    assert body["deadline"] == twin.source.now + 900  # a JSON integer: block time + TTL
+    assert consent_signer(domain, cid, body) == twin.payee.address
 
-    # The consent makes 60 final: a later voucher is refused rather than receipted unpaid.
+    # Until block time passes the deadline, 60 is final: a later voucher is refused rather
+    # than receipted unpaid, and the same request gets the same consent.
     late = twin.pay(cid, "task-late", 5, 65)
     assert late.status_code == 409
-    assert late.json()["code"] == "channel_not_open"
-    assert twin.client.post(f"/v1/channels/{hx(cid)}/close").json()["cumulative_amount"] == "60"
+    assert (late.json()["code"], late.json()["deadline"]) == ("channel_not_open", body["deadline"])
+    assert twin.close(cid, 60).json() == body
+    twin.source.now = body["deadline"] + 1
+    time.sleep(1.1)  # the service reads block time at most once a second for frozen channels
+    assert twin.pay(cid, "task-late", 5, 65).status_code == 201
+    again = twin.close(cid, 65).json()
+    assert (again["cumulative_amount"], again["deadline"]) == ("65", body["deadline"] + 901)
+
+
+def test_a_voucher_signer_pays_and_closes(twin: Twin) -> None:
+    signer = Signer.generate()
+    cid = twin.open(voucher_signer=signer.address)
+    assert twin.pay(cid, "t1", 5, 5, signer=signer).status_code == 201
+    assert twin.pay(cid, "t2", 5, 10).status_code == 201  # the payer still may
+    view = twin.client.get(f"/v1/channels/{hx(cid)}").json()
+    assert view["voucher_signer"] == signer.address
+    assert twin.close(cid, 10, signer=signer).status_code == 200
+
+
+def test_requested_tasks_are_listed_paid_and_marked(twin: Twin) -> None:
+    cid = twin.open()
+    path = f"/v1/channels/{hx(cid)}/tasks"
+    first = {"task_id": "logo ✏️", "amount": "40", "description": "Logo\nsecond round"}
+    created = twin.client.post(path, json=first, headers=AUTH)
+    assert created.status_code == 201
+    task = created.json()["task"]
+    assert (task["task_id"], task["task_hash"], task["status"], task["receipt"]) == (
+        "logo ✏️", task_hex("logo ✏️"), "requested", None)
+    assert isinstance(task["requested_at"], int)
+    assert twin.client.post(path, json=first, headers=AUTH).json() == {"task": task}
+    assert twin.client.post(path, json=first, headers=AUTH).status_code == 200
+    twin.client.post(path, json={"task_id": "icon", "amount": "2", "description": ""},
+                     headers=AUTH)
+    listed = twin.client.get(path, headers=twin.access(cid)).json()["tasks"]
+    assert [(t["task_id"], t["status"]) for t in listed] == [
+        ("logo ✏️", "requested"), ("icon", "requested")]
+
+    receipt = twin.pay(cid, "logo ✏️", 40, 40).json()["receipt"]
+    paid = twin.client.get(path, params={"status": "paid"}, headers=twin.access(cid)).json()
+    assert [t["task_id"] for t in paid["tasks"]] == ["logo ✏️"]
+    assert paid["tasks"][0]["receipt"] == receipt
+    still = twin.client.get(path, params={"status": "requested"}, headers=AUTH).json()
+    assert [t["task_id"] for t in still["tasks"]] == ["icon"]
+    # A paid request asked again is the same task, now paid.
+    assert twin.client.post(path, json=first, headers=AUTH).json()["task"]["status"] == "paid"
 
 
 def test_same_task_and_voucher_again_returns_the_same_receipt(twin: Twin) -> None:
@@ -78,33 +140,38 @@ def test_amounts_above_2_pow_53_survive_exactly(twin: Twin) -> None:
     big = 2**200 + 1
     cid = twin.open(deposit=2**255)
     receipt = twin.pay(cid, "big", big, big).json()["receipt"]
-    assert receipt["cumulative_amount"] == str(big)
-    page = twin.client.get(f"/v1/channels/{hx(cid)}/receipts").json()
-    assert page["items"][0]["amount"] == str(big)
+    assert receipt["cumulative_amount"] == receipt["amount"] == str(big)
+    page = twin.client.get(f"/v1/channels/{hx(cid)}/receipts", headers=twin.access(cid)).json()
+    assert page["receipts"][0]["amount"] == str(big)
 
 
-def test_receipts_page_and_hide_task_names_from_the_public(twin: Twin) -> None:
+def test_receipts_page_by_cumulative_amount(twin: Twin) -> None:
     cid = twin.open()
     for i in range(7):
-        assert twin.pay(cid, f"secret-task-{i}", 1, i + 1).status_code == 201
-    seen: list[dict[str, str | None]] = []
-    cursor = None
+        assert twin.pay(cid, f"secret-task-{i}", i + 1, (i + 1) * (i + 2) // 2).status_code == 201
+    seen: list[dict[str, str]] = []
+    after = None
+    pages = 0
     while True:
-        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
-        page = twin.client.get(f"/v1/channels/{hx(cid)}/receipts", params=params).json()
-        seen += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
+        params = {"limit": "3", **({"after": after} if after else {})}
+        page = twin.client.get(f"/v1/channels/{hx(cid)}/receipts", params=params,
+                               headers=twin.access(cid)).json()
+        pages += 1
+        seen += page["receipts"]
+        after = page["next"]
+        if after is None:
             break
-    assert [r["cumulative_amount"] for r in seen] == [str(i) for i in range(1, 8)]
-    assert all(r["task_id"] is None for r in seen)
-    assert [r["task_hash"] for r in seen] == [task_hex(f"secret-task-{i}") for i in range(7)]
-    for item in seen:
-        receipt = {k: item[k] for k in ("channel_id", "cumulative_amount", "signature")}
-        receipt["task_id"] = item["task_hash"]
-        assert receipt_signer(twin.domain, receipt) == twin.payee.address  # type: ignore[arg-type]
-    operator = twin.client.get(f"/v1/channels/{hx(cid)}/receipts", headers=AUTH).json()
-    assert operator["items"][0]["task_id"] == "secret-task-0"
+    assert pages == 3
+    assert [r["cumulative_amount"] for r in seen] == [str(n * (n + 1) // 2) for n in range(1, 8)]
+    assert [r["task_id"] for r in seen] == [task_hex(f"secret-task-{i}") for i in range(7)]
+    for receipt in seen:
+        assert set(receipt) == {"channel_id", "task_id", "amount", "cumulative_amount",
+                                "signature"}
+        assert receipt_signer(twin.domain, receipt) == twin.payee.address
+    # `after` is exclusive; a full default page is at most 500.
+    rest = twin.client.get(f"/v1/channels/{hx(cid)}/receipts", params={"after": "21"},
+                           headers=AUTH).json()
+    assert [r["cumulative_amount"] for r in rest["receipts"]] == ["28"] and rest["next"] is None
 
 
 def test_channel_listing_pages_and_filters(twin: Twin) -> None:
@@ -180,18 +247,18 @@ def test_fifty_racing_payers_on_one_channel_never_double_count(
 
         with ThreadPoolExecutor(len(amounts)) as pool:
             receipts = list(pool.map(payer, range(len(amounts))))
-        stored = http.get(f"/v1/channels/{hx(cid)}/receipts", params={"limit": 500}).json()
+        stored = http.get(f"/v1/channels/{hx(cid)}/receipts", headers=AUTH).json()
         view = http.get(f"/v1/channels/{hx(cid)}").json()
 
     cumulative = sorted(int(r["cumulative_amount"]) for r in receipts)
     assert len(set(cumulative)) == len(amounts)  # strictly increasing, no two alike
     assert cumulative[-1] == sum(amounts)
     assert int(view["latest"]["cumulative_amount"]) == sum(amounts)
-    items = stored["items"]
+    items = stored["receipts"]
     assert len(items) == len(amounts)
     assert sum(int(i["amount"]) for i in items) == sum(amounts)
     running = 0
-    for item in items:  # in commit order every payment extends the previous by its amount
+    for item in items:  # in cumulative order each payment extends the previous by its amount
         running += int(item["amount"])
         assert int(item["cumulative_amount"]) == running
 

@@ -8,8 +8,18 @@ import pickle
 import pytest
 from eth_account import Account
 
-from channel.errors import ConfigError, MalformedSignature, WrongSigner
-from channel.messages import SECP256K1_N, CloseConsent, Domain, Receipt, Voucher
+from channel.errors import ConfigError, InvalidSignature
+from channel.messages import (
+    MAX_UINT64,
+    SECP256K1_N,
+    Access,
+    CloseConsent,
+    CloseRequest,
+    Domain,
+    Message,
+    Receipt,
+    Voucher,
+)
 from channel.signing import Signer, recover, recover_address_bytes, require_signer
 
 DOMAIN = Domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
@@ -21,8 +31,10 @@ MESSAGES = [
     Voucher(b"\x01" * 32, 0),
     Voucher(b"\x02" * 32, 10**18),
     Voucher(b"\xff" * 32, 2**256 - 1),
-    Receipt(b"\x03" * 32, 5, b"\x04" * 32),
-    CloseConsent(b"\x05" * 32, 123_456_789),
+    Receipt(b"\x03" * 32, 5, 2, b"\x04" * 32),
+    CloseConsent(b"\x05" * 32, 123_456_789, MAX_UINT64),
+    CloseRequest(b"\x06" * 32, 10**18),
+    Access(b"\x08" * 32, 1_700_000_000),
 ]
 
 
@@ -33,7 +45,7 @@ def test_signer_address_matches_eth_account() -> None:
 
 @pytest.mark.parametrize("message", MESSAGES)
 def test_signature_is_byte_identical_to_eth_sign_typed_data(
-    message: Voucher | Receipt | CloseConsent,
+    message: Message,
 ) -> None:
     ours = Signer(ANVIL_KEY).sign(DOMAIN, message)
     theirs = Account.sign_typed_data(ANVIL_KEY, full_message=DOMAIN.typed_data(message))
@@ -42,7 +54,7 @@ def test_signature_is_byte_identical_to_eth_sign_typed_data(
 
 
 @pytest.mark.parametrize("message", MESSAGES)
-def test_sign_recover_roundtrip(message: Voucher | Receipt | CloseConsent) -> None:
+def test_sign_recover_roundtrip(message: Message) -> None:
     signer = Signer.generate()
     sig = signer.sign(DOMAIN, message)
     assert recover(DOMAIN, message, sig) == signer.address
@@ -69,7 +81,7 @@ def test_changed_message_recovers_someone_else(tamper: object) -> None:
     voucher = Voucher(b"\x07" * 32, 100)
     sig = signer.sign(DOMAIN, voucher)
     other = tamper(voucher)  # type: ignore[operator]
-    with pytest.raises(WrongSigner):
+    with pytest.raises(InvalidSignature):
         require_signer(DOMAIN, other, sig, signer.address_bytes)
 
 
@@ -86,17 +98,39 @@ def test_high_s_twin_is_rejected() -> None:
     sig = Signer.generate().sign(DOMAIN, MESSAGES[1])
     s = int.from_bytes(sig[32:64], "big")
     twin = sig[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - sig[64]])
-    with pytest.raises(MalformedSignature):
+    with pytest.raises(InvalidSignature, match="high-s"):
         recover(DOMAIN, MESSAGES[1], twin)
 
 
-def test_unrecoverable_signature_is_malformed() -> None:
+_R = (1).to_bytes(32, "big")
+_S_LOW = (SECP256K1_N // 2).to_bytes(32, "big")
+_S_HIGH = (SECP256K1_N // 2 + 1).to_bytes(32, "big")
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (_R + _S_LOW + b"\x00", "v=0 (ecrecover rejects it)"),
+        (_R + _S_LOW + b"\x01", "v=1"),
+        (_R + _S_LOW + b"\x1d", "v=29"),
+        (_R + _S_HIGH + b"\x1b", "high s"),
+        (b"\x00" * 32 + _S_LOW + b"\x1b", "r = 0"),
+        (_R + b"\x00" * 32 + b"\x1b", "s = 0"),
+        (SECP256K1_N.to_bytes(32, "big") + _S_LOW + b"\x1b", "r = n"),
+    ],
+)
+def test_non_canonical_signatures_are_invalid(raw: bytes, why: str) -> None:
+    with pytest.raises(InvalidSignature):
+        recover(DOMAIN, MESSAGES[0], raw)
+
+
+def test_unrecoverable_signature_is_invalid() -> None:
     # r = 5 has no point on the curve with that x for one of the recovery ids; try both.
     for v in (27, 28):
         sig = (5).to_bytes(32, "big") + (7).to_bytes(32, "big") + bytes([v])
         try:
             recover(DOMAIN, MESSAGES[0], sig)
-        except MalformedSignature:
+        except InvalidSignature:
             return
     pytest.skip("both recovery ids happened to be valid for this r")
 

@@ -17,17 +17,20 @@ from hypothesis.stateful import (
 )
 
 from channel.errors import (
+    AmountMismatch,
     ChallengePeriodTooShort,
     ChannelNotOpen,
     ExceedsDeposit,
     InvalidAmount,
+    InvalidSignature,
     PaymentRejected,
     PieceworkError,
     StaleVoucher,
     TaskConflict,
+    TokenNotAccepted,
     UnknownChannel,
-    WrongSigner,
 )
+from channel.messages import ZERO_ADDRESS
 from channel.state import (
     ChannelClosed,
     ChannelOpened,
@@ -35,6 +38,7 @@ from channel.state import (
     ChannelToppedUp,
     Claimed,
     CloseStarted,
+    ConsentGiven,
     MakePayment,
     OnchainChannel,
     PayeeChannelState,
@@ -55,6 +59,9 @@ from channel.state import (
 CID = b"\xc1" * 32
 PAYER = "0x" + "aa" * 20
 PAYER_BYTES = b"\xaa" * 20
+SIGNER = "0x" + "cc" * 20
+SIGNER_BYTES = b"\xcc" * 20
+TOKEN = "0x" + "70" * 20
 TASK = b"\x7a" * 32
 SIG = b"\x51" * 65
 
@@ -67,7 +74,8 @@ def make_channel(**kw: object) -> OnchainChannel:
         "token": "0x" + "00" * 20,
         "deposit": 1000,
         "claimed": 0,
-        "challenge_period": 3600,
+        # The contract's maximum (30 days): above any service minimum, whatever its default.
+        "challenge_period": 30 * 86_400,
         "closes_at": 0,
         "status": ChannelStatus.OPEN,
     }
@@ -75,10 +83,12 @@ def make_channel(**kw: object) -> OnchainChannel:
     return OnchainChannel(**fields)  # type: ignore[arg-type]
 
 
-def make_state(accepted: int = 0, **kw: object) -> PayeeChannelState:
+def make_state(
+    accepted: int = 0, consent_deadline: int | None = None, **kw: object
+) -> PayeeChannelState:
     state = transition(None, ChannelOpened(make_channel(**kw))).new_state
     assert isinstance(state, PayeeChannelState)
-    return dataclasses.replace(state, accepted=accepted)
+    return dataclasses.replace(state, accepted=accepted, consent_deadline=consent_deadline)
 
 
 def pay(amount: int, cumulative: int, **kw: object) -> PaymentReceived:
@@ -103,6 +113,75 @@ def test_first_payment_is_accepted() -> None:
     assert result.events == (PaymentAccepted(CID, TASK, 10, 0, 10, SIG),)
 
 
+def test_voucher_signer_may_sign_and_the_payer_still_may() -> None:
+    state = make_state(voucher_signer=SIGNER)
+    state = transition(state, pay(10, 10, signer=SIGNER_BYTES)).new_state
+    state = transition(state, pay(5, 15, signer=PAYER_BYTES, task_hash=b"\x01" * 32)).new_state
+    assert state.accepted == 15
+
+
+def test_requested_task_paid_at_its_amount_is_marked_requested() -> None:
+    state = dataclasses.replace(make_state(), revision=3)
+    result = transition(state, pay(10, 10, requested_amount=10))
+    # The revision the decision saw travels with it to the store's compare-and-set.
+    assert result.events == (PaymentAccepted(CID, TASK, 10, 0, 10, SIG, 3, True),)
+
+
+def test_frozen_until_block_time_passes_the_deadline() -> None:
+    state = make_state(accepted=5, consent_deadline=2_000)
+    for chain_time in (0, 1_999, 2_000):
+        with pytest.raises(ChannelNotOpen, match="frozen") as info:
+            transition(state, pay(1, 6, chain_time=chain_time))
+        assert info.value.details["deadline"] == 2_000
+    assert transition(state, pay(1, 6, chain_time=2_001)).new_state.accepted == 6
+
+
+def test_consent_is_for_the_latest_amount_and_bumps_the_revision() -> None:
+    state = make_state(accepted=5)
+    frozen = transition(state, ConsentGiven(CID, 5, 2_000)).new_state
+    assert (frozen.consent_deadline, frozen.revision) == (2_000, state.revision + 1)
+    # A second consent never shortens the freeze of the first (found by PayeeMachine).
+    again = transition(frozen, ConsentGiven(CID, 5, 1_000)).new_state
+    assert again.consent_deadline == 2_000
+    with pytest.raises(StaleVoucher) as info:
+        transition(state, ConsentGiven(CID, 4, 2_000))
+    assert info.value.current == 5
+    transition(make_state(status=ChannelStatus.CLOSING), ConsentGiven(CID, 0, 1))
+    with pytest.raises(ChannelNotOpen):
+        transition(make_state(status=ChannelStatus.CLOSED), ConsentGiven(CID, 0, 1))
+
+
+_ERC20_RULES = PayeeRules(accepted_tokens={ZERO_ADDRESS: 0, TOKEN: 500})
+
+
+@pytest.mark.parametrize(
+    ("state", "change", "error"),
+    [
+        # One problem per row, in PROTOCOL.md's order: each row also breaks every later rule
+        # (a wrong signer, a stale amount), and the first one must be the one reported.
+        (make_state(status=ChannelStatus.CLOSING), pay(1, 9, signer=b"\x01" * 20),
+         ChannelNotOpen),
+        (make_state(consent_deadline=10**9), pay(1, 9, signer=b"\x01" * 20), ChannelNotOpen),
+        (make_state(token="0x" + "99" * 20), pay(1, 9, signer=b"\x01" * 20), TokenNotAccepted),
+        (make_state(token=TOKEN, deposit=499), pay(1, 9, signer=b"\x01" * 20),
+         TokenNotAccepted),
+        (make_state(challenge_period=3599), pay(1, 9, signer=b"\x01" * 20),
+         ChallengePeriodTooShort),
+        (make_state(), pay(1, 9, signer=b"\x01" * 20), InvalidSignature),
+        (make_state(), pay(2, 9, requested_amount=1), AmountMismatch),
+    ],
+)
+def test_validation_order(
+    state: PayeeChannelState, change: PaymentReceived, error: type[PieceworkError]
+) -> None:
+    with pytest.raises(error):
+        transition(state, change, _ERC20_RULES)
+
+
+def test_token_minimum_deposit_is_inclusive() -> None:
+    transition(make_state(token=TOKEN, deposit=500), pay(1, 1), _ERC20_RULES)
+
+
 @pytest.mark.parametrize(
     ("state", "change", "error"),
     [
@@ -110,7 +189,13 @@ def test_first_payment_is_accepted() -> None:
         (make_state(status=ChannelStatus.CLOSED), pay(1, 1), ChannelNotOpen),
         (make_state(status=ChannelStatus.NONE), pay(1, 1), ChannelNotOpen),
         (make_state(challenge_period=3599), pay(1, 1), ChallengePeriodTooShort),
-        (make_state(), pay(1, 1, signer=b"\xab" * 20), WrongSigner),
+        (make_state(token=TOKEN), pay(1, 1), TokenNotAccepted),
+        (make_state(), pay(1, 1, signer=b"\xab" * 20), InvalidSignature),
+        (make_state(), pay(1, 1, signer=SIGNER_BYTES), InvalidSignature),
+        # The zero address stands for "no voucher signer": a zero signer is never let through.
+        (make_state(), pay(1, 1, signer=bytes(20)), InvalidSignature),
+        (make_state(voucher_signer=SIGNER), pay(1, 1, signer=bytes(20)), InvalidSignature),
+        (make_state(), pay(1, 1, requested_amount=2), AmountMismatch),
         (make_state(), pay(0, 0), InvalidAmount),
         (make_state(accepted=5), pay(1, 1), StaleVoucher),
         (make_state(accepted=5), pay(1, 7), StaleVoucher),
@@ -198,6 +283,9 @@ CHANGES: list[StateChange] = [
     ChannelClosed(CID, 1, 2),
     pay(3, 3, prior=PriorPayment(3, SIG)),
     pay(3, 3),
+    pay(3, 3, chain_time=77, requested_amount=3),
+    ConsentGiven(CID, 3, 2**64 - 1),
+    ChannelOpened(make_channel(voucher_signer=SIGNER)),
     MakePayment(CID, TASK, 4),
     VoucherSigned(CID, 4, SIG),
 ]
@@ -230,15 +318,22 @@ def test_accepted_only_rises_and_stays_within_deposit(deposit: int, amounts: lis
 
 
 class PayeeMachine(RuleBasedStateMachine):
-    """Random interleavings of chain events and (honest, stale, replayed, forged) payments."""
+    """Random interleavings of chain events, (honest, stale, replayed, forged) payments by the
+    payer or the voucher signer, requested tasks, and close consents with their deadlines."""
 
-    @initialize(deposit=st.integers(0, 10**6))
-    def open_channel(self, deposit: int) -> None:
-        self.log: list[StateChange] = [ChannelOpened(make_channel(deposit=deposit))]
+    @initialize(deposit=st.integers(0, 10**6), with_signer=st.booleans())
+    def open_channel(self, deposit: int, with_signer: bool) -> None:
+        signer = SIGNER if with_signer else ZERO_ADDRESS
+        self.log: list[StateChange] = [
+            ChannelOpened(make_channel(deposit=deposit, voucher_signer=signer))
+        ]
         self.state: PayeeChannelState = transition(None, self.log[0]).new_state
         self.paid: dict[bytes, tuple[int, bytes]] = {}
+        self.requested: dict[bytes, int] = {}
+        self.consents: list[tuple[int, int]] = []  # (amount, deadline)
         self.total = 0
         self.now = 1_000
+        self.chain_time = 1_000
 
     def _apply(self, change: StateChange) -> bool:
         before = self.state
@@ -252,8 +347,9 @@ class PayeeMachine(RuleBasedStateMachine):
         self.state = result.new_state
         return True
 
-    @rule(amount=st.integers(-2, 10**5), task=st.integers(0, 30), honest=st.booleans())
-    def pay(self, amount: int, task: int, honest: bool) -> None:
+    @rule(amount=st.integers(-2, 10**5), task=st.integers(0, 30), honest=st.booleans(),
+          by_signer=st.booleans())
+    def pay(self, amount: int, task: int, honest: bool, by_signer: bool) -> None:
         task_hash = task.to_bytes(32, "big")
         cumulative = self.state.accepted + amount if honest else max(0, self.state.accepted - 1)
         sig = cumulative.to_bytes(65, "big", signed=True)
@@ -263,12 +359,35 @@ class PayeeMachine(RuleBasedStateMachine):
             cumulative,
             task_hash=task_hash,
             voucher_signature=sig,
+            signer=SIGNER_BYTES if by_signer else PAYER_BYTES,
             now=self.now,
             prior=PriorPayment(*prior) if prior else None,
+            chain_time=self.chain_time,
+            requested_amount=self.requested.get(task_hash),
         )
-        if self._apply(change) and prior is None:
+        accepted = self._apply(change)
+        if accepted and prior is None:
+            # Never while a consent is outstanding, never by a signer the channel lacks, and a
+            # requested task only at its requested amount.
+            assert all(self.chain_time > deadline for _, deadline in self.consents)
+            assert not by_signer or self.state.voucher_signer == SIGNER
+            assert self.requested.get(task_hash, amount) == amount
             self.paid[task_hash] = (cumulative, sig)
             self.total += amount
+
+    @rule(task=st.integers(0, 30), amount=st.integers(1, 10**4))
+    def request(self, task: int, amount: int) -> None:
+        task_hash = task.to_bytes(32, "big")
+        if task_hash not in self.paid:
+            self.requested.setdefault(task_hash, amount)
+
+    @rule(ttl=st.integers(0, 200), stale=st.booleans())
+    def consent(self, ttl: int, stale: bool) -> None:
+        amount = self.state.accepted - 1 if stale else self.state.accepted
+        deadline = self.chain_time + ttl
+        if self._apply(ConsentGiven(CID, amount, deadline)):
+            assert amount == self.state.accepted and not stale
+            self.consents.append((amount, deadline))
 
     @rule(task=st.integers(0, 30))
     def replay(self, task: int) -> None:
@@ -289,8 +408,10 @@ class PayeeMachine(RuleBasedStateMachine):
 
     @rule(forger=st.binary(min_size=20, max_size=20))
     def forged(self, forger: bytes) -> None:
-        if forger != PAYER_BYTES:
-            assert not self._apply(pay(1, self.state.accepted + 1, signer=forger))
+        if forger not in (PAYER_BYTES, SIGNER_BYTES):
+            assert not self._apply(
+                pay(1, self.state.accepted + 1, signer=forger, chain_time=self.chain_time)
+            )
 
     @rule(extra=st.integers(0, 10**6))
     def top_up(self, extra: int) -> None:
@@ -306,9 +427,10 @@ class PayeeMachine(RuleBasedStateMachine):
     def start_close(self, delay: int) -> None:
         self._apply(CloseStarted(CID, self.now + delay))
 
-    @rule(dt=st.integers(0, 100))
-    def tick(self, dt: int) -> None:
+    @rule(dt=st.integers(0, 100), blocks=st.integers(0, 100))
+    def tick(self, dt: int, blocks: int) -> None:
         self.now += dt
+        self.chain_time += blocks
 
     @invariant()
     def accepted_within_deposit_and_equals_sum_of_payments(self) -> None:

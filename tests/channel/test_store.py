@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +20,8 @@ from payee_helpers import (
 )
 from sqlalchemy.engine import Engine
 
-from channel.messages import MAX_UINT256, Domain, Receipt
+from channel.errors import TaskConflict, UnknownChannel
+from channel.messages import MAX_UINT256, Domain, Receipt, task_id_hash
 from channel.payee import InMemoryChannelSource, PayeeService
 from channel.signing import Signer
 from channel.state import ChannelStatus, OnchainChannel, PaymentAccepted
@@ -27,6 +29,7 @@ from channel.store import (
     PayeeStore,
     PayerStore,
     PendingPayment,
+    StoredConsent,
     make_engine,
     metadata,
     migrate,
@@ -48,9 +51,19 @@ def store(engine: Engine) -> PayeeStore:
     return PayeeStore(engine)
 
 
-def pending(prev: int, new: int, task: int, cid: bytes = CID) -> PendingPayment:
-    event = PaymentAccepted(cid, task.to_bytes(32, "big"), new - prev, prev, new, b"\x01" * 65)
-    return PendingPayment(event, f"task-{task}", b"\x02" * 65)
+def pending(  # noqa: PLR0917 - a test factory
+    prev: int,
+    new: int,
+    task: int,
+    cid: bytes = CID,
+    revision: int = 0,
+    task_id: str | None = None,
+    requested: bool = False,
+) -> PendingPayment:
+    name = task_id if task_id is not None else f"task-{task}"
+    th = task_id_hash(name) if task_id is not None else task.to_bytes(32, "big")
+    event = PaymentAccepted(cid, th, new - prev, prev, new, b"\x01" * 65, revision, requested)
+    return PendingPayment(event, name, b"\x02" * 65)
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -305,15 +318,124 @@ def _service(engine: Engine, *, create: bool = True) -> PayeeService:
     source = InMemoryChannelSource([make_onchain(CID, deposit=10**30)])
     if create:
         store.upsert_channel(make_onchain(CID, deposit=10**30))
-    return PayeeService(store, Signer(PAYEE_KEY), DOMAIN, source)
+    return PayeeService(store, Signer(PAYEE_KEY), DOMAIN, source, min_challenge_period=3600)
 
 
 def test_receipt_signature_verifies(engine: Engine) -> None:
     from channel.signing import recover
 
     receipt = _service(engine).accept(CID, "t-9", 4, 4, _voucher_sig(4), now=1)
-    msg = Receipt(CID, 4, receipt.task_id)
+    msg = Receipt(CID, 4, 4, receipt.task_id)
     assert recover(DOMAIN, msg, receipt.signature) == Signer(PAYEE_KEY).address
+
+
+# --- v2: revision, consents, tasks, receipts paging ----------------------------------------------
+
+
+def _consent(store: PayeeStore, deadline: int = 5_000) -> bool:
+    state = store.channel(CID)
+    assert state is not None
+    return store.record_consent(state, StoredConsent(state.accepted, deadline, b"\x07" * 65))
+
+
+def test_a_consent_makes_payments_decided_before_it_lose(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    assert store.accept_payment(pending(0, 10, task=1))
+    assert _consent(store)
+    # Decided on revision 0, before the consent: its compare-and-set must fail.
+    assert not store.accept_payment(pending(10, 11, task=2))
+    state = store.channel(CID)
+    assert state is not None
+    assert (state.accepted, state.consent_deadline, state.revision) == (10, 5_000, 1)
+    assert store.consent(CID) == StoredConsent(10, 5_000, b"\x07" * 65)
+    # Decided again on the new revision, it may commit (the service checks the deadline).
+    assert store.accept_payment(pending(10, 11, task=2, revision=1))
+
+
+def test_a_consent_for_an_amount_that_moved_is_refused(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    seen = store.channel(CID)
+    assert seen is not None
+    assert store.accept_payment(pending(0, 10, task=1))
+    assert not store.record_consent(seen, StoredConsent(0, 5_000, b"\x07" * 65))
+    assert store.consent(CID) is None
+    again = store.channel(CID)
+    assert again is not None and again.revision == 0
+
+
+def test_a_consent_deadline_beyond_bigint_is_kept_as_forever(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    assert _consent(store, deadline=2**64 - 1)
+    state = store.channel(CID)
+    assert state is not None and state.frozen_at(2**63 - 2)
+
+
+def _request(store: PayeeStore, task: str, amount: int = 5, text: str = "logo") -> Any:
+    return store.request_task(
+        CID, task_id=task, task_hash=task_id_hash(task), amount=amount, description=text,
+        now=1_700_000_000,
+    )
+
+
+def test_task_requests_are_idempotent_and_conflicts_are_refused(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    task, created = _request(store, "t-1")
+    assert created and (task.task_id, task.amount, task.status) == ("t-1", 5, "requested")
+    again, created = _request(store, "t-1")
+    assert not created and again == task
+    with pytest.raises(TaskConflict, match="for 5"):
+        _request(store, "t-1", amount=6)
+    with pytest.raises(TaskConflict, match="description"):
+        _request(store, "t-1", text="other")
+    # A task already paid without a request cannot be requested afterwards.
+    assert store.accept_payment(pending(0, 3, task=9, revision=1, task_id="paid-first"))
+    with pytest.raises(TaskConflict, match="already paid"):
+        _request(store, "paid-first", amount=3)
+    with pytest.raises(UnknownChannel):
+        store.request_task(OTHER, task_id="x", task_hash=task_id_hash("x"), amount=1,
+                           description="", now=1)
+
+
+def test_a_task_request_makes_payments_decided_before_it_lose(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    _request(store, "t-1")  # revision 0 -> 1
+    assert not store.accept_payment(pending(0, 5, task=1, task_id="t-1"))
+
+
+def test_paying_a_requested_task_marks_it_paid_with_its_receipt(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    _request(store, "t-1", amount=5)
+    _request(store, "t-2", amount=7)
+    paying = pending(0, 5, task=0, revision=2, task_id="t-1", requested=True)
+    assert store.accept_payment(paying, now=42.0)
+    first, second = store.tasks(CID)
+    assert (first.task_id, first.status, second.task_id, second.status) == (
+        "t-1", "paid", "t-2", "requested")
+    assert first.receipt is not None
+    assert (first.receipt.amount, first.receipt.cumulative_amount) == (5, 5)
+    assert first.receipt.receipt_signature == b"\x02" * 65
+    assert second.receipt is None
+    assert [t.task_id for t in store.tasks(CID, "requested")] == ["t-2"]
+    assert [t.task_id for t in store.tasks(CID, "paid")] == ["t-1"]
+
+
+def test_receipts_page_in_numeric_cumulative_order(store: PayeeStore) -> None:
+    store.upsert_channel(make_onchain(CID))
+    amounts = [9, 10, 11, 2**200, 2**200 + 1]
+    previous = 0
+    for i, amount in enumerate(amounts):
+        assert store.accept_payment(pending(previous, amount, task=i))
+        previous = amount
+    page, after = store.receipts(CID, limit=2)
+    assert [p.cumulative_amount for p in page] == [9, 10] and after == 10
+    page, after = store.receipts(CID, after=after, limit=2)
+    assert [p.cumulative_amount for p in page] == [11, 2**200] and after == 2**200
+    page, after = store.receipts(CID, after=after, limit=2)
+    assert [p.cumulative_amount for p in page] == [2**200 + 1] and after is None
+    # `after` is exclusive, and exactly a page's worth leaves no empty page behind.
+    page, after = store.receipts(CID, after=11, limit=2)
+    assert [p.cumulative_amount for p in page] == [2**200, 2**200 + 1] and after is None
+    assert store.receipts(CID, after=2**200 + 1) == ([], None)
 
 
 _ = (ChannelStatus, OnchainChannel, Domain)

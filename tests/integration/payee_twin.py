@@ -1,32 +1,33 @@
-"""Integration helpers: opening channels quickly, signing vouchers, and a payee-service twin.
+"""Integration helpers: opening channels quickly, signing vouchers, and the payee service.
 
-The twin answers the payee HTTP API (PROTOCOL.md) through ``httpx.MockTransport`` on top of the
-core's real ``PayeeService`` and ``PayeeStore``, reading channels from the anvil node, so the
-payer library is tested against the real payee rules without starting a server.
+``PayeeTwin`` is the real service app (``api.main.create_app``: routes, problem+json, group
+committer, ``PayeeService``, ``PayeeStore``) run in-process through Starlette's TestClient and
+reading channels from the anvil node, behind an ``httpx.MockTransport`` that records requests
+and can simulate an outage, so the payer library is tested against the real HTTP contract
+without starting a server.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
 from piecework_testnode import CHAIN_ID, Accounts, Deployment
 
+from api.main import ChainChannelSource, Overrides, create_app
 from channel.chain import ZERO_ADDRESS, ChainClient
-from channel.errors import PieceworkError
+from channel.config import Settings
 from channel.messages import Domain, Voucher
 from channel.payee import PayeeService
 from channel.signing import Signer
-from channel.state import ChannelStatus, OnchainChannel
 from channel.store import PayeeStore, make_engine, metadata, migrate
 
+OPERATOR_TOKEN = "integration-operator-token"
 SERVICE_URL = "http://payee.test"
 
 
@@ -50,78 +51,37 @@ def payee_store(db_url: str) -> PayeeStore:
     return PayeeStore(engine)
 
 
-class ChainSource:
-    """``channel.payee.ChannelSource`` over the chain client (what the api will wire too)."""
-
-    def __init__(self, client: ChainClient) -> None:
-        self.client = client
-
-    def get(self, channel_id: bytes) -> OnchainChannel | None:
-        ch = self.client.get_channel(channel_id)
-        return None if ch.status is ChannelStatus.NONE else ch
-
-
 @dataclass
 class PayeeTwin:
-    """The payee service's HTTP contract, served in-process. ``offline`` simulates an outage."""
+    """The payee service app in-process. ``offline`` simulates an outage."""
 
-    service: PayeeService
+    app: TestClient
     requests: list[tuple[str, str]] = field(default_factory=list)
     offline: bool = False
+
+    @property
+    def service(self) -> PayeeService:
+        service: PayeeService = self.app.app.state.runtime.service  # type: ignore[attr-defined]
+        return service
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append((request.method, request.url.path))
         if self.offline:
             raise httpx.ConnectError("connection refused", request=request)
-        parts = request.url.path.strip("/").split("/")
-        try:
-            if request.method == "POST" and parts[-1] == "payments":
-                body = json.loads(request.content)
-                receipt = self.service.accept(parts[2], body["task_id"], body["amount"],
-                                              body["cumulative_amount"], body["signature"],
-                                              int(time.time()))
-                return httpx.Response(201, json={"receipt": {
-                    "channel_id": "0x" + receipt.channel_id.hex(),
-                    "cumulative_amount": str(receipt.cumulative_amount),
-                    "task_id": body["task_id"],
-                    "signature": "0x" + receipt.signature.hex(),
-                }})
-            if request.method == "POST" and parts[-1] == "close":
-                amount, sig = self.service.close_consent(parts[2])
-                return httpx.Response(200, json={"cumulative_amount": str(amount),
-                                                 "signature": "0x" + sig.hex()})
-            if request.method == "GET" and parts[-1] == "receipts":
-                cid = bytes.fromhex(parts[2][2:])
-                items = [{"channel_id": parts[2], "cumulative_amount": str(p.cumulative_amount),
-                          "amount": str(p.amount), "task_hash": "0x" + p.task_hash.hex(),
-                          "task_id": p.task_id, "signature": "0x" + p.receipt_signature.hex()}
-                         for p in self.service.store.payments(cid)]
-                return httpx.Response(200, json={"items": items, "next_cursor": None})
-            if request.method == "GET" and len(parts) == 3:
-                st = self.service.latest(parts[2])
-                latest = None if st.voucher_signature is None else {
-                    "cumulative_amount": str(st.accepted),
-                    "signature": "0x" + st.voucher_signature.hex()}
-                return httpx.Response(200, json={
-                    "channel_id": parts[2], "payer": st.payer, "payee": st.payee,
-                    "token": st.token, "deposit": str(st.deposit), "claimed": str(st.claimed),
-                    "challenge_period": st.challenge_period, "closes_at": st.closes_at,
-                    "status": st.status.name.lower(), "latest": latest})
-        except PieceworkError as exc:
-            status = {"stale_voucher": 409, "task_conflict": 409, "channel_not_open": 409,
-                      "exceeds_deposit": 422}.get(exc.code, 422)
-            problem: dict[str, Any] = {"type": "about:blank", "title": exc.code,
-                                       "status": status, "detail": str(exc), "code": exc.code}
-            if hasattr(exc, "current"):
-                problem["current_cumulative_amount"] = str(exc.current)
-            if hasattr(exc, "deposit"):
-                problem["deposit"] = str(exc.deposit)
-            return httpx.Response(status, json=problem,
-                                  headers={"content-type": "application/problem+json"})
-        return httpx.Response(404, json={"code": "not_found", "detail": request.url.path})
+        response = self.app.request(
+            request.method, request.url.path, params=request.url.params,
+            content=request.content, headers=dict(request.headers),
+        )
+        return httpx.Response(response.status_code, headers=response.headers,
+                              content=response.content)
 
     def client(self) -> httpx.Client:
         return httpx.Client(transport=httpx.MockTransport(self.handler), timeout=5)
+
+    def operator(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """A request with the operator's bearer token (task requests, listings)."""
+        return self.app.request(method, path, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+                                **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -129,15 +89,22 @@ def payee_twin(
     make_client: Callable[..., ChainClient], accounts: Accounts, deployment: Deployment,
     db_url: str,
 ) -> Iterator[PayeeTwin]:
-    """A payee service for ``accounts.payee`` on its own store (SQLite and PostgreSQL)."""
-    store = payee_store(db_url)
-    service = PayeeService(
-        store, Signer(bytes(accounts.payee.key)), Domain(CHAIN_ID, deployment.channels),
-        ChainSource(make_client()), min_challenge_period=60,
+    """The payee service for ``accounts.payee`` on its own store (SQLite and PostgreSQL)."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url=db_url,
+        operator_token=OPERATOR_TOKEN,
+        private_key="0x" + bytes(accounts.payee.key).hex(),
+        contract_address=deployment.channels,
+        chain_id=CHAIN_ID,
+        min_challenge_period=60,
+        accepted_tokens=f"ETH,{deployment.stablecoin}",
     )
-    yield PayeeTwin(service)
-    store.engine.dispose()
+    source = ChainChannelSource(make_client())
+    app = create_app(settings, Overrides(source=source, start_watcher=False))
+    with TestClient(app, base_url=SERVICE_URL, raise_server_exceptions=False) as client:
+        yield PayeeTwin(client)
 
 
-__all__ = ["SERVICE_URL", "ZERO_ADDRESS", "ChainSource", "PayeeTwin", "open_eth", "payee_store",
-           "voucher_sig"]
+__all__ = ["OPERATOR_TOKEN", "SERVICE_URL", "ZERO_ADDRESS", "PayeeTwin", "open_eth",
+           "payee_store", "voucher_sig"]

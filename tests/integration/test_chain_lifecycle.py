@@ -23,7 +23,7 @@ from channel.chain import (
     channel_id_for,
 )
 from channel.errors import ContractRevert, NodeUnavailable
-from channel.messages import CloseConsent, Domain, Voucher
+from channel.messages import MAX_UINT64, MAX_UINT256, CloseConsent, Domain, Voucher
 from channel.signing import Signer
 from channel.state import ChannelStatus
 
@@ -43,18 +43,42 @@ def test_channel_id_computed_locally_matches_the_contract(
             accounts.payer.address, accounts.payee.address, token, salt)
 
 
-def test_python_digests_equal_the_contracts_and_its_signature_is_accepted(
+@pytest.mark.parametrize(
+    ("constant", "message"),
+    [("VOUCHER_TYPEHASH", "Voucher"), ("RECEIPT_TYPEHASH", "Receipt"),
+     ("CLOSE_CONSENT_TYPEHASH", "CloseConsent"), ("CLOSE_REQUEST_TYPEHASH", "CloseRequest"),
+     ("ACCESS_TYPEHASH", "Access")],
+)
+def test_each_type_string_hashes_to_the_contracts_public_constant(
+    make_client: MakeClient, constant: str, message: str
+) -> None:
+    from channel.messages import MESSAGE_TYPES
+
+    assert make_client().type_hash(constant) == MESSAGE_TYPES[message].TYPE_HASH
+
+
+@pytest.mark.parametrize(
+    ("amount", "deadline"), [(0, 0), (123, 1_700_000_000), (MAX_UINT256, MAX_UINT64)]
+)
+def test_python_digests_equal_the_contracts(
+    make_client: MakeClient, deployment: Deployment, amount: int, deadline: int
+) -> None:
+    client = make_client()
+    domain = Domain(CHAIN_ID, deployment.channels)
+    channel_id = os.urandom(32)
+    assert domain.digest(Voucher(channel_id, amount)) == client.voucher_digest(channel_id, amount)
+    assert domain.digest(CloseConsent(channel_id, amount, deadline)) == (
+        client.close_consent_digest(channel_id, amount, deadline))
+    assert client.eip712_domain() == {"name": "PaymentChannels", "version": "2",
+                                      "chainId": CHAIN_ID,
+                                      "verifyingContract": deployment.channels}
+
+
+def test_python_signatures_are_accepted_on_chain(
     make_client: MakeClient, accounts: Accounts, deployment: Deployment
 ) -> None:
     payer = make_client(accounts.payer)
     channel_id = open_eth(payer, accounts.payee.address)
-    domain = Domain(CHAIN_ID, deployment.channels)
-    assert domain.digest(Voucher(channel_id, 123)) == payer.voucher_digest(channel_id, 123)
-    consent = payer.contract.functions.hashCloseConsent(channel_id, 123).call()
-    assert domain.digest(CloseConsent(channel_id, 123)) == bytes(consent)
-    assert payer.eip712_domain() == {"name": "PaymentChannels", "version": "1",
-                                     "chainId": CHAIN_ID,
-                                     "verifyingContract": deployment.channels}
     sig = voucher_sig(accounts.payer, deployment.channels, channel_id, 10**17)
     result = make_client(accounts.payee).claim(channel_id, 10**17, sig)
     assert [type(e) for e in result.events] == [Claimed]
@@ -71,8 +95,8 @@ def test_eth_lifecycle_open_top_up_claim_close_by_payee(
                                     salt=salt)
     (ev,) = opened.events
     assert isinstance(ev, ChannelOpened)
-    assert (ev.payer, ev.payee, ev.token, ev.deposit, ev.challenge_period) == (
-        accounts.payer.address, accounts.payee.address, ZERO_ADDRESS, 10**18, 3600)
+    assert (ev.payer, ev.payee, ev.token, ev.deposit, ev.challenge_period, ev.voucher_signer) == (
+        accounts.payer.address, accounts.payee.address, ZERO_ADDRESS, 10**18, 3600, ZERO_ADDRESS)
     topped = payer.top_up(channel_id, 5 * 10**17)
     assert isinstance(topped.events[0], ChannelToppedUp)
     assert topped.events[0].deposit == 15 * 10**17
@@ -108,18 +132,61 @@ def test_claim_many_pays_several_channels_in_one_transaction(
         (ids[1], 500)]
 
 
-def test_cooperative_close_with_both_signatures(
+def test_voucher_signer_is_on_chain_and_its_vouchers_are_claimed(
+    make_client: MakeClient, accounts: Accounts, deployment: Deployment
+) -> None:
+    payer = make_client(accounts.payer)
+    signer = Signer.generate()
+    channel_id, opened = payer.open(accounts.payee.address, 10**18, challenge_period=3600,
+                                    salt=os.urandom(32), voucher_signer=signer.address)
+    (ev,) = opened.events
+    assert isinstance(ev, ChannelOpened) and ev.voucher_signer == signer.address
+    assert payer.get_channel(channel_id).voucher_signer == signer.address
+    domain = Domain(CHAIN_ID, deployment.channels)
+    payee = make_client(accounts.payee)
+    payee.claim(channel_id, 700, signer.sign(domain, Voucher(channel_id, 700)))
+    # The payer's own key still signs too.
+    payee.claim(channel_id, 900, voucher_sig(accounts.payer, deployment.channels, channel_id, 900))
+    assert payer.get_channel(channel_id).claimed == 900
+
+
+def _consent(accounts: Accounts, deployment: Deployment, channel_id: bytes, amount: int,
+             deadline: int) -> bytes:
+    domain = Domain(CHAIN_ID, deployment.channels)
+    return Signer(bytes(accounts.payee.key)).sign(domain, CloseConsent(channel_id, amount,
+                                                                       deadline))
+
+
+def test_cooperative_close_with_both_signatures_before_the_deadline(
     make_client: MakeClient, accounts: Accounts, deployment: Deployment
 ) -> None:
     payer = make_client(accounts.payer)
     channel_id = open_eth(payer, accounts.payee.address)
-    domain = Domain(CHAIN_ID, deployment.channels)
-    consent = Signer(bytes(accounts.payee.key)).sign(domain, CloseConsent(channel_id, 4000))
+    deadline = payer.timestamp() + 900
+    consent = _consent(accounts, deployment, channel_id, 4000, deadline)
     result = make_client(accounts.third).cooperative_close(
-        channel_id, 4000, voucher_sig(accounts.payer, deployment.channels, channel_id, 4000),
-        consent)
+        channel_id, 4000, deadline,
+        voucher_sig(accounts.payer, deployment.channels, channel_id, 4000), consent)
     end = next(e for e in result.events if isinstance(e, ChannelClosed))
     assert (end.payee_total, end.payer_refund) == (4000, 10**18 - 4000)
+
+
+def test_an_expired_consent_is_refused(
+    make_client: MakeClient, accounts: Accounts, deployment: Deployment, w3: Web3
+) -> None:
+    payer = make_client(accounts.payer)
+    channel_id = open_eth(payer, accounts.payee.address)
+    deadline = payer.timestamp() + 60
+    consent = _consent(accounts, deployment, channel_id, 4000, deadline)
+    voucher = voucher_sig(accounts.payer, deployment.channels, channel_id, 4000)
+    advance_time(w3, 61)
+    with pytest.raises(PreconditionFailed, match="expired"):
+        payer.cooperative_close(channel_id, 4000, deadline, voucher, consent)
+    raw = make_client(accounts.payer, check_preconditions=False)
+    with pytest.raises(ContractRevert) as info:
+        raw.cooperative_close(channel_id, 4000, deadline, voucher, consent)
+    assert info.value.name == "ConsentExpired"
+    assert payer.get_channel(channel_id).status is ChannelStatus.OPEN
 
 
 def test_start_close_then_settle_by_a_third_account(

@@ -28,6 +28,9 @@ from web3 import Web3
 
 from channel.chain import ChainClient
 from channel.cli import cli
+from channel.messages import Domain, Voucher
+from channel.payer import open_payer_store
+from channel.signing import recover
 
 pytestmark = pytest.mark.integration
 
@@ -107,10 +110,13 @@ def test_pay_through_the_service(  # noqa: PLR0917 - fixtures
     env = {"PIECEWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'payer.db'}"}
     key = accounts.payer.key.hex()
     channel = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
-                     "--amount", "100000", "--challenge-period", "3600", env=env))
+                     "--amount", "1gwei", "--challenge-period", "3600", env=env))
     out = ok(run(anvil_node, deployment, key, "pay", "--service", SERVICE_URL, "--channel",
                  channel, "--task", "t-1", "--amount", "250", env=env))
-    assert out.startswith("receipt cumulative_amount=250 ")
+    assert out.startswith("receipt amount=250 (0.00000000000000025 ETH) cumulative_amount=250 ")
+    out = ok(run(anvil_node, deployment, key, "pay", "--service", SERVICE_URL, "--channel",
+                 channel, "--task", "t-2", "--amount", "0.5gwei", env=env))
+    assert "amount=500000000 (0.0000000005 ETH) cumulative_amount=500000250" in out
     closed = ok(run(anvil_node, deployment, key, "close", "--channel", channel, "--service",
                     SERVICE_URL, env=env))
     assert closed.startswith("closed cooperatively")
@@ -140,14 +146,38 @@ def test_errors_are_one_line(  # noqa: PLR0917 - fixtures
     assert accounts.payer.key.hex()[2:] not in result.output
 
 
-@pytest.mark.parametrize("amount", ["1e18", "1.5", "-1", "0x10", " 7"])
-def test_amounts_are_integer_decimal_strings_only(
-    anvil_node: Node, deployment: Deployment, accounts: Accounts, amount: str
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [("1e18", "unit 'e18'"), ("1.5", "no unit"), ("-1", "is not an amount"),
+     ("0x10", "unit 'x10'"), (" 7", "is not an amount"), ("1.5usd", "unit 'usd'"),
+     ("0.0000000001gwei", "has only 9"), ("0eth", "positive")],
+)
+def test_amounts_are_exact_or_refused(
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, amount: str, message: str
 ) -> None:
     result = run(anvil_node, deployment, accounts.payer.key.hex(), "top-up", "--channel",
                  "0x" + "00" * 32, "--amount", amount)
-    assert result.exit_code == 2
-    assert "not an integer amount in base units" in result.stderr
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_human_amounts_in_eth_and_in_the_tokens_own_units(
+    anvil_node: Node, deployment: Deployment, accounts: Accounts, chain_snapshot: None,
+    make_client: Callable[..., ChainClient],
+) -> None:
+    key = accounts.payer.key.hex()
+    eth = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
+                 "--amount", "0.003eth"))
+    assert make_client().get_channel(bytes.fromhex(eth[2:])).deposit == 3 * 10**15
+    assert ok(run(anvil_node, deployment, key, "top-up", "--channel", eth, "--amount",
+                  "1.5 gwei")) == f"deposit {3 * 10**15 + 1_500_000_000}"
+    coin = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
+                  "--amount", "2.5TUSD", "--token", deployment.stablecoin))
+    assert make_client().get_channel(bytes.fromhex(coin[2:])).deposit == 2_500_000
+    for bad, message in (("1eth", "unit 'eth'"), ("0.0000001tusd", "has only 6")):
+        refused = run(anvil_node, deployment, key, "top-up", "--channel", coin, "--amount", bad)
+        assert refused.exit_code == 1 and message in refused.stderr, refused.stderr
 
 
 def test_keys_new_and_address(tmp_path: Path, anvil_node: Node, deployment: Deployment) -> None:
@@ -231,13 +261,53 @@ def test_serve_runs_the_api_and_pay_and_close_go_through_it(
                 assert time.monotonic() < deadline, "piecework serve never answered"
                 time.sleep(0.1)
         assert accounts.payee.address in info["payees"]
-        payer_env = {"PIECEWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'payer.db'}"}
+        payer_env = {"PIECEWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'payer.db'}",
+                     "PIECEWORK_KEYSTORE_PASSWORD": "voucher signer pw"}
         key = accounts.payer.key.hex()
-        channel = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
-                         "--amount", "100000", "--challenge-period", "3600", env=payer_env))
-        for task, amount in (("t-1", "100"), ("t-2", "250")):
-            ok(run(anvil_node, deployment, key, "pay", "--service", service, "--channel",
-                   channel, "--task", task, "--amount", amount, env=payer_env))
+        opened = ok(run(anvil_node, deployment, key, "open", "--payee", accounts.payee.address,
+                        "--amount", "100000", "--challenge-period", "3600",
+                        "--voucher-signer", "new", env=payer_env)).splitlines()
+        channel, signer_line = opened
+        signer = signer_line.removeprefix("voucher_signer ")
+        keystore = tmp_path / "voucher-signers" / f"voucher-signer-{signer}.json"
+        assert keystore.is_file() and keystore.stat().st_mode & 0o077 == 0
+        cid = bytes.fromhex(channel[2:])
+        assert ChainClient.from_url(anvil_node.url, deployment.channels).get_channel(
+            cid).voucher_signer == signer
+
+        # The freelancer asks (operator API), the client sees it and pays what is asked.
+        freelancer = {"PIECEWORK_OPERATOR_TOKEN": "test-operator-token"}
+        for task, amount, text in (("logo", "700wei", "Logo, second round"),
+                                   ("icon", "300", "")):
+            asked = ok(run(anvil_node, deployment, "", "tasks", "request", "--service", service,
+                           "--channel", channel, "--task", task, "--amount", amount,
+                           "--description", text, env=freelancer))
+            assert asked.startswith(f"requested {task} ")
+        listed = ok(run(anvil_node, deployment, key, "tasks", "list", "--service", service,
+                        "--channel", channel, env=payer_env)).splitlines()
+        assert [line.split()[:3] for line in listed] == [
+            ["requested", "logo", "700"], ["requested", "icon", "300"]]
+        nonce = Web3(Web3.HTTPProvider(anvil_node.url)).eth.get_transaction_count(
+            accounts.payer.address)
+        paid = ok(run(anvil_node, deployment, key, "tasks", "pay", "--service", service,
+                      "--channel", channel, env=payer_env)).splitlines()
+        assert [line.split()[:3] for line in paid] == [["paid", "logo", "700"],
+                                                      ["paid", "icon", "300"]]
+        out = ok(run(anvil_node, deployment, key, "pay", "--service", service, "--channel",
+                     channel, "--task", "metered", "--amount", "250", env=payer_env))
+        assert "cumulative_amount=1250" in out
+        after = ok(run(anvil_node, deployment, "", "tasks", "list", "--service", service,
+                       "--channel", channel, "--status", "paid", env=freelancer))
+        assert [line.split()[:2] for line in after.splitlines()] == [["paid", "logo"],
+                                                                    ["paid", "icon"]]
+        # Every voucher came from the voucher signer: no wallet signature, no transaction.
+        store = open_payer_store(payer_env["PIECEWORK_DATABASE_URL"])
+        latest = store.latest_voucher(cid)
+        assert latest is not None and latest[0] == 1250
+        domain = Domain(info["chain_id"], info["contract"])
+        assert recover(domain, Voucher(cid, 1250), latest[1]) == signer
+        assert Web3(Web3.HTTPProvider(anvil_node.url)).eth.get_transaction_count(
+            accounts.payer.address) == nonce
         closed = ok(run(anvil_node, deployment, key, "close", "--channel", channel,
                         "--service", service, env=payer_env))
         assert closed.startswith("closed cooperatively")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from os import urandom
 
 import pytest
 from payee_twin import PayeeTwin, open_eth, voucher_sig
-from piecework_testnode import Accounts, Deployment, mine, rpc
+from piecework_testnode import CHAIN_ID, Accounts, Deployment, mine, rpc
 from web3 import Web3
 
 from channel.chain import ChainClient
-from channel.messages import task_id_hash
+from channel.messages import Domain, Voucher, task_id_hash
+from channel.signing import Signer
 from channel.state import ChannelStatus, PaymentAccepted
 from channel.store import PendingPayment
 from channel.watcher import ClaimPolicy, PollResult, Watcher
@@ -190,3 +192,23 @@ def test_a_follower_without_the_lock_does_nothing(
     watcher = watcher_for(make_client(accounts.payee), payee_twin, accounts, lock=Taken())
     assert watcher.poll_once() == PollResult(leader=False)
     assert payee_twin.service.store.cursor("watcher") is None
+
+
+def test_the_mirror_holds_the_voucher_signer_from_chain(
+    make_client: MakeClient, accounts: Accounts, payee_twin: PayeeTwin, deployment: Deployment,
+) -> None:
+    signer = Signer.generate()
+    channel_id, _ = make_client(accounts.payer).open(
+        accounts.payee.address, 10**18, challenge_period=3600, salt=urandom(32),
+        voucher_signer=signer.address)
+    assert payee_twin.service.store.channel(channel_id) is None
+    watcher_for(make_client(accounts.payee), payee_twin, accounts).poll_once()
+    mirrored = payee_twin.service.store.channel(channel_id)
+    assert mirrored is not None and mirrored.voucher_signer == signer.address
+    # The watcher can claim what the voucher signer signed.
+    sig = signer.sign(Domain(CHAIN_ID, deployment.channels), Voucher(channel_id, 900))
+    payee_twin.service.accept(channel_id, "t", 900, 900, sig, int(time.time()))
+    sent = watcher_for(make_client(accounts.payee), payee_twin, accounts,
+                       policy=ClaimPolicy(default_threshold=1)).poll_once().sent
+    assert [s.ok for s in sent] == [True]
+    assert make_client().get_channel(channel_id).claimed == 900

@@ -257,7 +257,7 @@ class PayClient:
         assert receipt["channel_id"] == hx(cid)
         assert int(receipt["cumulative_amount"]) == cumulative
         assert receipt["task_id"] == hx(task_id_hash(task))
-        message = Receipt(cid, cumulative, task_id_hash(task))
+        message = Receipt(cid, cumulative, int(receipt["amount"]), task_id_hash(task))
         assert recover(self.domain, message, receipt["signature"]) == self.payee
         return bytes.fromhex(receipt["signature"][2:])
 

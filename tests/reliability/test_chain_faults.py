@@ -287,8 +287,9 @@ def test_claim_raced_by_cooperative_close_is_reported_not_looped(  # noqa: PLR09
                      salt=bytes(range(2, 34)))[0]
     mine(w3, 2)
     _accept(service, accounts, deployment, cid, 4000)
+    deadline = payer.timestamp() + 900
     consent = Signer(bytes(accounts.payee.key)).sign(domain_of(deployment),
-                                                     CloseConsent(cid, 4000))
+                                                     CloseConsent(cid, 4000, deadline))
     voucher = _voucher(accounts, deployment, cid, 4000)
     rpc(w3, "evm_setAutomine", False)
     try:
@@ -304,13 +305,14 @@ def test_claim_raced_by_cooperative_close_is_reported_not_looped(  # noqa: PLR09
         thread = threading.Thread(target=poll, daemon=True)
         if preconditions:
             rpc(w3, "evm_setAutomine", True)
-            payer.cooperative_close(cid, 4000, voucher, consent)  # lands before the watcher acts
+            # lands before the watcher acts
+            payer.cooperative_close(cid, 4000, deadline, voucher, consent)
             thread.start()
         else:
             thread.start()
             _wait(lambda: any(t["status"] == "sent" for t in service.store.transactions()), 30,
                   "the watcher's claim to reach the pool")
-            fn = payer.contract.functions.cooperativeClose(cid, 4000, voucher, consent)
+            fn = payer.contract.functions.cooperativeClose(cid, 4000, deadline, voucher, consent)
             fn.transact({"from": accounts.payer.address, "maxPriorityFeePerGas": 10**11,
                          "maxFeePerGas": 10**12, "gas": 300_000})
             rpc(w3, "evm_mine")

@@ -35,6 +35,7 @@ from reliability_harness import (
 
 from channel.chain import ChainClient
 from channel.errors import NodeUnavailable
+from channel.messages import Access, CloseRequest, format_access, task_id_hash
 
 pytestmark = pytest.mark.integration
 
@@ -69,45 +70,66 @@ def test_operator_endpoints_refuse_missing_and_wrong_tokens(
 ) -> None:
     service, cid, client = served
     assert client.pay(cid, "t1", 10, 10).status_code == 201
-    endpoints = [("GET", "/v1/channels"), ("GET", "/metrics"),
-                 ("POST", f"/v1/channels/{hx(cid)}/claim")]
-    bad = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN}x"},
-           {"Authorization": f"Bearer {TOKEN[:-1]}"}, {"Authorization": f"Basic {TOKEN}"},
-           {"Authorization": TOKEN}, {"Authorization": "Bearer"},
-           {"Authorization": f"Bearer {TOKEN.upper()}"}, {"X-Operator-Token": TOKEN}]
+    task = {"task_id": "t-auth", "amount": "1", "description": "d"}
+    endpoints = [("GET", "/v1/channels", None), ("GET", "/metrics", None),
+                 ("POST", f"/v1/channels/{hx(cid)}/claim", None),
+                 ("POST", f"/v1/channels/{hx(cid)}/tasks", task)]
+    # No bearer token at all (401) ...
+    missing = [{}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN},
+               {"Authorization": "Bearer"}, {"X-Operator-Token": TOKEN}]
+    # ... or a wrong one (403).
+    wrong = [{"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN}x"},
+             {"Authorization": f"Bearer {TOKEN[:-1]}"},
+             {"Authorization": f"Bearer {TOKEN.upper()}"}]
     tried = 0
     with httpx.Client(base_url=service.url, timeout=10) as http:
-        for method, path in endpoints:
-            for headers in bad:
-                r = http.request(method, path, headers=headers)
+        for method, path, body in endpoints:
+            for headers, status, code in [*((h, 401, "unauthorized") for h in missing),
+                                          *((h, 403, "forbidden") for h in wrong)]:
+                r = http.request(method, path, headers=headers, json=body)
                 tried += 1
-                assert r.status_code == 401, (method, path, headers, r.status_code)
+                assert r.status_code == status, (method, path, headers, r.status_code)
                 assert r.headers["content-type"].startswith("application/problem+json")
-                assert r.json()["code"] == "unauthorized"
-                assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
-            assert http.request(method, path, headers=AUTH).status_code in (200, 409)
-        # The receipts listing is public but a *wrong* token is never silently ignored.
+                assert r.json()["code"] == code
+                if status == 401:
+                    assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
+            assert http.request(method, path, headers=AUTH, json=body).status_code in (
+                200, 201, 409)
+        # The payer side's reads take Access or the operator token; a *wrong* token is never
+        # silently ignored.
         r = http.get(f"/v1/channels/{hx(cid)}/receipts", headers={"Authorization": "Bearer x"})
-        assert r.status_code == 401
-    record("security/operator-auth", endpoints=len(endpoints), bad_tokens=len(bad),
-           requests_refused=tried + 1)
+        assert (r.status_code, r.json()["code"]) == (403, "access_denied")
+    record("security/operator-auth", endpoints=len(endpoints),
+           bad_headers=len(missing) + len(wrong), requests_refused=tried + 1)
 
 
 def test_privacy_model_of_listing_endpoints(
     served: tuple[Service, bytes, PayClient], accounts: Accounts, make_client: MakeClient,
 ) -> None:
-    """api/__init__.py: receipts are public per channel but hide task id strings unless the
-    operator token is sent; the channel list is operator-only; other payees' channels 404."""
+    """api/__init__.py: receipts and tasks are private to the payer side (Access) and the
+    operator; task id strings appear only in the task list; the channel list is
+    operator-only; other payees' channels 404."""
     service, cid, client = served
     secret_task = "client-acme/confidential-logo-redesign"
-    assert client.pay(cid, secret_task, 10, 10).status_code == 201
     with httpx.Client(base_url=service.url, timeout=10) as http:
-        public = http.get(f"/v1/channels/{hx(cid)}/receipts").json()["items"]
-        assert [i["task_id"] for i in public] == [None]
-        assert secret_task not in json.dumps(public)
-        assert public[0]["task_hash"].startswith("0x") and len(public[0]["task_hash"]) == 66
-        operator = http.get(f"/v1/channels/{hx(cid)}/receipts", headers=AUTH).json()["items"]
-        assert [i["task_id"] for i in operator] == [secret_task]
+        asked = http.post(f"/v1/channels/{hx(cid)}/tasks", headers=AUTH, json={
+            "task_id": secret_task, "amount": "10", "description": "confidential"})
+        assert asked.status_code == 201, asked.text
+        assert client.pay(cid, secret_task, 10, 10).status_code == 201
+        for path in ("receipts", "tasks"):
+            anonymous = http.get(f"/v1/channels/{hx(cid)}/{path}")
+            assert (anonymous.status_code, anonymous.json()["code"]) == (401, "access_required")
+            assert secret_task not in anonymous.text
+        expires = int(time.time()) + 60
+        signature = client.signer.sign(client.domain, Access(cid, expires))
+        access = {"Authorization": f"Access {format_access(expires, signature)}"}
+        receipts = http.get(f"/v1/channels/{hx(cid)}/receipts", headers=access).json()
+        (receipt,) = receipts["receipts"]
+        assert receipt["task_id"] == hx(task_id_hash(secret_task))  # the hash, as signed
+        tasks = http.get(f"/v1/channels/{hx(cid)}/tasks", headers=access).json()["tasks"]
+        assert [t["task_id"] for t in tasks] == [secret_task]
+        operator = http.get(f"/v1/channels/{hx(cid)}/tasks", headers=AUTH).json()["tasks"]
+        assert operator == tasks
         view = http.get(f"/v1/channels/{hx(cid)}").json()
         assert secret_task not in json.dumps(view)
         # A channel paying someone else is not this service's business: 404, no details.
@@ -115,11 +137,12 @@ def test_privacy_model_of_listing_endpoints(
                                                    challenge_period=3600,
                                                    salt=os.urandom(32))[0]
         for path in (f"/v1/channels/{hx(foreign)}", f"/v1/channels/{hx(foreign)}/receipts"):
-            r = http.get(path)
+            r = http.get(path, headers=AUTH)
             assert r.status_code == 404 and r.json()["code"] == "unknown_channel", path
         listed = http.get("/v1/channels", headers=AUTH).json()["items"]
         assert {i["channel_id"] for i in listed} == {hx(cid)}
-    record("security/privacy", receipts_public_task_id="hidden", foreign_channel="404")
+    record("security/privacy", receipts_and_tasks="payer side + operator only",
+           foreign_channel="404")
 
 
 def test_no_secret_in_logs_or_responses(
@@ -151,7 +174,9 @@ def test_no_secret_in_logs_or_responses(
         keep(http.get("/v1/info"))
         keep(http.get("/healthz"))
         keep(http.post(f"/v1/channels/{hx(cid)}/claim", headers=AUTH))  # a real transaction
-        keep(http.post(f"/v1/channels/{hx(cid)}/close"))
+        keep(http.post(f"/v1/channels/{hx(cid)}/close", json={
+            "cumulative_amount": "10",
+            "signature": hx(client.signer.sign(client.domain, CloseRequest(cid, 10)))}))
         keep(http.get("/openapi.json"))
     time.sleep(0.5)
     service.stop()  # flush and end: the log is complete
