@@ -659,14 +659,18 @@ contract PaymentChannels is EIP712 {
     /// So a failed payout with at most `_STARVED_GAS_LEFT` left may have failed only because the
     /// caller's gas limit starved it, and the transaction reverts instead of deferring a payout
     /// that would have succeeded (the one gas value where both meet also reverts). The gas is read
-    /// as the first thing after the call; a successful payout pays nothing for the check.
+    /// by the first opcode after the call; a successful payout pays nothing for the check.
     function _pay(address token, address to, uint256 amount) private {
         bool ok;
         uint256 left;
+        // Yul evaluates arguments right to left, so in `or(shl(1, gas()), call(...))` the GAS
+        // opcode runs right after CALL returns, with no stack shuffling in between: `left` is
+        // exactly the gas left after the call, less GAS's own 2.
         if (token == address(0)) {
             assembly ("memory-safe") {
-                ok := call(PAYOUT_GAS, to, amount, 0, 0, 0, 0)
-                left := gas()
+                let packed := or(shl(1, gas()), call(PAYOUT_GAS, to, amount, 0, 0, 0, 0))
+                ok := and(packed, 1)
+                left := shr(1, packed)
             }
         } else {
             // transfer(to, amount) from scratch space; the call is successful when it did not
@@ -677,8 +681,9 @@ contract PaymentChannels is EIP712 {
                 mstore(0x14, to)
                 mstore(0x34, amount)
                 mstore(0x00, 0xa9059cbb000000000000000000000000)
-                ok := call(PAYOUT_GAS, token, 0, 0x10, 0x44, 0x00, 0x20)
-                left := gas()
+                let packed := or(shl(1, gas()), call(PAYOUT_GAS, token, 0, 0x10, 0x44, 0x00, 0x20))
+                ok := and(packed, 1)
+                left := shr(1, packed)
                 if ok {
                     if iszero(and(eq(mload(0x00), 1), gt(returndatasize(), 0x1f))) {
                         ok := and(iszero(returndatasize()), gt(extcodesize(token), 0))
