@@ -5,8 +5,9 @@ pragma solidity 0.8.30;
 /// Honest: behaves; Revert: reverts with a short reason; BurnGas: loops until out of gas;
 /// RevertBomb / ReturnBomb: reverts / returns `bombSize` bytes (return data a caller that copies it
 /// pays for); ReturnFalse / ReturnNothing / ReturnGarbage: ERC-20 answers other than `true`
-/// (tokens only); NeedsFullBudget: succeeds only when it gets at least `minGas` at entry and
-/// otherwise burns what it got, i.e. an honest receiver whose payout costs nearly the whole budget.
+/// (tokens only); NeedsFullBudget: succeeds only when it has at least `minGas` at entry and
+/// otherwise burns what it got, i.e. an honest receiver whose payout costs the whole budget;
+/// Probe: honest, and records the gas it had at entry in `lastEntryGas` (to calibrate `minGas`).
 enum Mood {
     Honest,
     Revert,
@@ -16,7 +17,8 @@ enum Mood {
     ReturnFalse,
     ReturnNothing,
     ReturnGarbage,
-    NeedsFullBudget
+    NeedsFullBudget,
+    Probe
 }
 
 /// @dev Loops until the frame runs out of gas (an infinite loop, not INVALID, so the gas is burnt
@@ -35,6 +37,7 @@ contract MoodyToken {
     Mood public mood;
     uint256 public bombSize = 40_000;
     uint256 public minGas;
+    uint256 public lastEntryGas;
 
     event Transfer(address indexed from, address indexed to, uint256 value);
 
@@ -65,9 +68,15 @@ contract MoodyToken {
     }
 
     function transfer(address to, uint256 amount) external returns (bool) {
+        // first thing, so a Probe and a NeedsFullBudget call read it at the same point
+        uint256 entry = gasleft();
         Mood m = mood;
         if (m == Mood.NeedsFullBudget) {
-            if (gasleft() < minGas) burnAllGas();
+            if (entry < minGas) burnAllGas();
+            m = Mood.Honest;
+        }
+        if (m == Mood.Probe) {
+            lastEntryGas = entry;
             m = Mood.Honest;
         }
         if (m == Mood.Honest) {
@@ -119,6 +128,7 @@ contract MoodyReceiver {
     Mood public mood;
     uint256 public bombSize = 40_000;
     uint256 public minGas;
+    uint256 public lastEntryGas;
     uint256 public received;
 
     /// @notice Sets how the next ETH payments are answered (the ERC-20-only moods act as Honest).
@@ -132,9 +142,14 @@ contract MoodyReceiver {
     }
 
     receive() external payable {
+        uint256 entry = gasleft();
         Mood m = mood;
         if (m == Mood.NeedsFullBudget) {
-            if (gasleft() < minGas) burnAllGas();
+            if (entry < minGas) burnAllGas();
+            m = Mood.Honest;
+        }
+        if (m == Mood.Probe) {
+            lastEntryGas = entry;
             m = Mood.Honest;
         }
         if (m == Mood.Revert) revert("MoodyReceiver: payment refused");
