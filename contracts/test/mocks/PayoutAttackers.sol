@@ -21,11 +21,13 @@ enum Mood {
     Probe
 }
 
-/// @dev Loops until the frame runs out of gas (an infinite loop, not INVALID, so the gas is burnt
-/// the way a hostile contract would burn it).
+/// @dev Runs the frame out of gas in one step: a memory write at a 1 TB offset costs more than
+/// any block's gas. Out of gas is out of gas to the caller, whether reached by this or by an
+/// infinite loop; one step instead of ~8,000 loop iterations per burnt payout keeps traced test
+/// runs (the invariant campaign burns thousands of payouts) fast.
 function burnAllGas() pure {
-    assembly ("memory-safe") {
-        for {} 1 {} {}
+    assembly {
+        mstore(0xffffffffff, 1)
     }
 }
 
