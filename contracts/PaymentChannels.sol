@@ -6,7 +6,6 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @title PaymentChannels
 /// @notice Unidirectional payer -> payee payment channels in ETH or ERC-20, all held by this one
@@ -15,19 +14,25 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// payer or by the channel's `voucherSigner` (a key the client app holds, fixed at `open`); the payee
 /// claims whenever it likes and closes whenever it likes; the payer can force a close after a
 /// challenge period. Funds only ever move to the channel's payer or payee.
-/// @dev Reentrancy: every function writes all its state before its first external call
-/// (checks-effects-interactions). Functions with more than one payout (claimMany, closeByPayee,
-/// cooperativeClose) and withdraw also hold OpenZeppelin's transient `nonReentrant` lock. claim and
-/// settle end with their single payout after the last state write, so a lock would guard nothing
-/// and cost ~300 gas on the hottest paths. The pulls (open, openWithPermit, topUp) credit exactly
-/// `amount` and revert `FeeOnTransferToken` unless the contract's balance grew by exactly that, so
-/// a token hook that re-enters to deposit again makes the outer pull see too much and revert, and
-/// any other re-entrant call sees consistent state (tests/ReentrantToken cover each case).
-/// Storage is three packed words per channel (see `_Slots`), chosen so that an ETH `open`
-/// writes two fresh slots and `startClose` one nonzero -> nonzero slot. Amounts are therefore
-/// capped at 2^96 - 1 (`MAX_DEPOSIT`, ~7.9e28: 79 billion tokens at 18 decimals), and
+/// @dev Reentrancy: there is no lock, because every function finishes its checks and writes all
+/// of its state before its first external call (checks-effects-interactions), so a re-entrant
+/// call (from a payout receiver or a token, each with at most `PAYOUT_GAS`) only ever sees
+/// finished books:
+/// - a channel that pays out is already closed or has its new `claimed` written, so re-entering
+///   it pays nothing more (`NothingToClaim`, `ChannelNotOpen`);
+/// - claimMany books every entry before the payout of its run, so a re-entrant claim or close of a
+///   later entry makes that entry pay nothing and be skipped;
+/// - the only write after a call is `owed[to][token] += amount` of a failed payout, a fresh read
+///   after the call returned, of an account whose own call just failed;
+/// - withdraw zeroes `owed` before it sends.
+/// The pulls (open, openWithPermit, topUp) credit exactly `amount` and revert `FeeOnTransferToken`
+/// unless the contract's balance grew by exactly that, so a token hook that re-enters to deposit
+/// again makes the outer pull see too much and revert. The test suite re-enters every case.
+/// Storage is three packed words per channel (see `_Slots`), chosen so that an ETH `open` writes
+/// two fresh slots, `startClose` one nonzero -> nonzero slot, and a close only deletes. Amounts are
+/// therefore capped at 2^96 - 1 (`MAX_DEPOSIT`, ~7.9e28: 79 billion tokens at 18 decimals), and
 /// `open`/`topUp` revert `DepositTooLarge` beyond it.
-contract PaymentChannels is EIP712, ReentrancyGuardTransient {
+contract PaymentChannels is EIP712 {
     using SafeERC20 for IERC20;
 
     // ---------------------------------------------------------------- protocol types
@@ -90,7 +95,14 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- events
 
-    /// @notice A channel was opened and funded with `deposit`.
+    /// @notice A channel was opened and funded.
+    /// @param channelId The new channel's id.
+    /// @param payer Who opened and funded it; receives refunds; may sign vouchers.
+    /// @param payee Who is paid by the vouchers.
+    /// @param token The ERC-20, or address(0) for ETH.
+    /// @param deposit The initial deposit.
+    /// @param challengePeriod Seconds between `startClose` and `settle`.
+    /// @param voucherSigner The second key that may sign vouchers, or address(0).
     event ChannelOpened(
         bytes32 indexed channelId,
         address indexed payer,
@@ -100,21 +112,37 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint64 challengePeriod,
         address voucherSigner
     );
-    /// @notice `amount` was added; `deposit` is the new total.
+    /// @notice Funds were added to an open channel.
+    /// @param channelId The channel.
+    /// @param amount What was added.
+    /// @param deposit The new total deposit.
     event ChannelToppedUp(bytes32 indexed channelId, uint256 amount, uint256 deposit);
-    /// @notice The payee was paid `paid`; `cumulativeAmount` is the channel's new claimed total
-    /// (`min(voucher amount, deposit)`), i.e. what the payee has received from it so far.
+    /// @notice The payee was paid (or credited in `owed`, see `PaymentDeferred`).
+    /// @param channelId The channel.
+    /// @param cumulativeAmount The channel's new claimed total, `min(voucher amount, deposit)`.
+    /// @param paid What this claim paid, the increase of the claimed total.
     event Claimed(bytes32 indexed channelId, uint256 cumulativeAmount, uint256 paid);
     /// @notice The payer started a unilateral close; `settle` is possible from `closesAt` on.
+    /// @param channelId The channel.
+    /// @param closesAt The block timestamp from which only `settle` is possible.
     event CloseStarted(bytes32 indexed channelId, uint64 closesAt);
-    /// @notice The channel is closed: the payee received `payeeTotal` over its lifetime and the
-    /// payer got `payerRefund` back now.
+    /// @notice The channel was closed for good.
+    /// @param channelId The channel.
+    /// @param payeeTotal What the payee received from the channel over its lifetime.
+    /// @param payerRefund What went back to the payer now.
     event ChannelClosed(bytes32 indexed channelId, uint256 payeeTotal, uint256 payerRefund);
-    /// @notice A payout to `account` reverted (e.g. a contract that rejects ETH, a blacklisted
-    /// token holder); `amount` was credited to `owed(account, token)` instead, so the other party's
-    /// funds never get stuck. `account` collects it with `withdraw`.
+    /// @notice A payout reverted or ran out of `PAYOUT_GAS` (a contract that rejects ETH, a token
+    /// that blacklists the receiver or burns gas); it was credited to `owed(account, token)`
+    /// instead, so the operation that made it, and the other party's funds, went through.
+    /// @param account The payer or payee the payout was for; it collects it with `withdraw`.
+    /// @param token The token, or address(0) for ETH.
+    /// @param amount The amount credited.
     event PaymentDeferred(address indexed account, address indexed token, uint256 amount);
-    /// @notice `account` withdrew its deferred balance of `token` to `to`.
+    /// @notice An account withdrew its deferred payouts of one token.
+    /// @param account The account that was owed.
+    /// @param token The token, or address(0) for ETH.
+    /// @param to Where the funds were sent.
+    /// @param amount The amount sent.
     event Withdrawn(address indexed account, address indexed token, address to, uint256 amount);
 
     // ---------------------------------------------------------------- errors
@@ -150,6 +178,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @notice Only the payee may call this.
     error NotPayee(bytes32 channelId, address caller, address payee);
     /// @notice The signature is malformed, high-s, or not by `expectedSigner` over this message.
+    /// For a voucher, `expectedSigner` is the payer (the channel's voucher signer was also tried).
     error InvalidSignature(bytes32 channelId, address expectedSigner, address recoveredSigner);
     /// @notice The voucher does not pay anything beyond what was already claimed.
     error NothingToClaim(bytes32 channelId, uint256 cumulativeAmount, uint256 claimed);
@@ -161,8 +190,10 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     error InvalidToken(address token);
     /// @notice `cooperativeClose` after the payee's consent expired (`deadline < block.timestamp`).
     error ConsentExpired(bytes32 channelId, uint64 deadline, uint256 timestamp);
-    /// @notice A payout failed with less than `PAYOUT_GAS` available to it: the caller did not
-    /// leave it enough gas, so the transaction reverts instead of deferring the payout.
+    /// @notice A payout failed after the caller left it less than `PAYOUT_GAS`: it may have failed
+    /// only for lack of gas, so the transaction reverts instead of deferring the payout.
+    /// @param to The receiver of the payout.
+    /// @param gasLeft The gas left right after the failed payout.
     error InsufficientGasForPayout(address to, uint256 gasLeft);
 
     // ---------------------------------------------------------------- storage
@@ -172,9 +203,10 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     ///   b: payee [0,160) | deposit uint96 [160,256)
     ///   c: token [0,160) | claimed uint96 [160,256)
     /// For an ETH channel `c` stays zero until the first claim, so `open` costs two fresh slots.
-    /// Once closed, `b` and `c` are deleted (the storage refund pays part of every close) and `a`
-    /// keeps payer, challengePeriod, closesAt and status = Closed: enough to keep the id used
-    /// forever, to show who opened it and when it closed. The final split is in `ChannelClosed`.
+    /// `a` holds status Open or Closing only. A close deletes `a` and `c` (the refunds pay part of
+    /// the close) and leaves `b`: an opened channel's `b` is never zero (payee != 0), so
+    /// a == 0 && b != 0 means Closed and keeps the id used forever, without writing a status.
+    /// The final split is in the `ChannelClosed` event.
     struct _Slots {
         uint256 a;
         uint256 b;
@@ -184,7 +216,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     mapping(bytes32 channelId => _Slots) private _channels;
 
     /// @dev The optional voucher signer, written only when set (an `open` without one costs no
-    /// extra storage) and never changed.
+    /// extra storage), read only when a voucher is not the payer's, and never changed.
     mapping(bytes32 channelId => address) private _voucherSigners;
 
     /// @notice Deferred payouts (see `PaymentDeferred`), by account and token (address(0) = ETH).
@@ -196,7 +228,8 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     uint256 private constant _CLOSING = uint256(Status.Closing);
     uint256 private constant _STATUS_OPEN = uint256(Status.Open) << 232;
     uint256 private constant _STATUS_CLOSING = uint256(Status.Closing) << 232;
-    uint256 private constant _STATUS_CLOSED = uint256(Status.Closed) << 232;
+    // A failed payout that leaves at most this much gas may have been starved (see `_pay`).
+    uint256 private constant _STARVED_GAS_LEFT = PAYOUT_GAS / 63;
 
     constructor() EIP712("PaymentChannels", "2") {}
 
@@ -212,8 +245,9 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @param amount Deposit, 0 < amount <= MAX_DEPOSIT.
     /// @param challengePeriod Seconds between `startClose` and `settle`, 0 < p <= MAX_CHALLENGE_PERIOD.
     /// @param salt Payer-chosen salt that makes the id unique and known before mining.
-    /// @param voucherSigner A key that may sign vouchers besides the payer, or address(0).
-    /// @return channelId The new channel's id.
+    /// @param voucherSigner A key that may sign vouchers besides the payer, or address(0); fixed
+    /// for the channel's life.
+    /// @return id The new channel's id.
     function open(
         address payee,
         address token,
@@ -221,8 +255,8 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint64 challengePeriod,
         bytes32 salt,
         address voucherSigner
-    ) external payable returns (bytes32 channelId) {
-        channelId = _open(payee, token, amount, challengePeriod, salt, voucherSigner);
+    ) external payable returns (bytes32 id) {
+        id = _open(payee, token, amount, challengePeriod, salt, voucherSigner);
     }
 
     /// @notice Opens an ERC-20 channel in one transaction using an EIP-2612 permit for `amount`.
@@ -238,7 +272,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @param v Permit signature v.
     /// @param r Permit signature r.
     /// @param s Permit signature s.
-    /// @return channelId The new channel's id.
+    /// @return id The new channel's id.
     function openWithPermit(
         address payee,
         address token,
@@ -250,22 +284,22 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         uint8 v,
         bytes32 r,
         bytes32 s
-    ) external returns (bytes32 channelId) {
+    ) external returns (bytes32 id) {
         if (token == address(0)) revert EthNotAccepted(0);
         try IERC20Permit(token).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
-        channelId = _open(payee, token, amount, challengePeriod, salt, voucherSigner);
+        id = _open(payee, token, amount, challengePeriod, salt, voucherSigner);
     }
 
     /// @notice Adds `amount` to an open channel's deposit. Anyone may fund any open channel.
     /// @dev Not allowed once `startClose` was called (`ChannelClosing`). ETH: `msg.value == amount`.
-    /// @param channelId The channel to fund.
+    /// @param id The channel to fund.
     /// @param amount Amount added (> 0); the new deposit must stay <= MAX_DEPOSIT.
-    function topUp(bytes32 channelId, uint256 amount) external payable {
-        _Slots storage ch = _channels[channelId];
+    function topUp(bytes32 id, uint256 amount) external payable {
+        _Slots storage ch = _channels[id];
         uint256 a = ch.a;
         if (a >> 232 != _OPEN) {
-            if (a >> 232 == _CLOSING) revert ChannelClosing(channelId, _closesAtOf(a));
-            revert ChannelNotOpen(channelId, _statusOf(a));
+            if (a >> 232 == _CLOSING) revert ChannelClosing(id, _closesAtOf(a));
+            revert ChannelNotOpen(id, _statusOf(ch, a));
         }
         if (amount == 0) revert ZeroAmount();
         uint256 b = ch.b;
@@ -280,32 +314,36 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
             deposit = current + amount;
         }
         ch.b = (b & _ADDR_MASK) | (deposit << 160);
-        emit ChannelToppedUp(channelId, amount, deposit);
+        emit ChannelToppedUp(id, amount, deposit);
         _pullFunds(address(uint160(ch.c)), amount);
     }
 
     // ---------------------------------------------------------------- pay out
 
     /// @notice Pays the payee `min(cumulativeAmount, deposit) - claimed`; the channel stays open.
-    /// Anyone may submit the payer's voucher (the money only goes to the payee).
+    /// Anyone may submit a voucher (the money only goes to the payee).
     /// @dev Allowed while open and while closing until `closesAt`. Reverts `NothingToClaim` if the
-    /// voucher pays nothing, `InvalidSignature` unless the payer signed Voucher(channelId, cumulativeAmount).
-    /// @param channelId The channel.
+    /// voucher pays nothing, `InvalidSignature` unless the payer or the channel's voucher signer
+    /// signed Voucher(id, cumulativeAmount). A payout that fails is deferred to `owed`.
+    /// @param id The channel.
     /// @param cumulativeAmount The voucher's cumulative amount.
-    /// @param payerSignature 65-byte EIP-712 signature of the payer over the voucher.
-    function claim(bytes32 channelId, uint256 cumulativeAmount, bytes calldata payerSignature) external {
-        _Slots storage ch = _channels[channelId];
+    /// @param payerSignature 65-byte EIP-712 Voucher signature of the payer or the voucher signer.
+    function claim(bytes32 id, uint256 cumulativeAmount, bytes calldata payerSignature) external {
+        _Slots storage ch = _channels[id];
         uint256 a = ch.a;
-        _requireLive(channelId, a);
+        _requireLive(ch, id, a);
         uint256 c = ch.c;
         uint256 claimed = c >> 160;
         uint256 b = ch.b;
         uint256 newClaimed = _min(cumulativeAmount, b >> 160);
-        if (newClaimed <= claimed) revert NothingToClaim(channelId, cumulativeAmount, claimed);
-        _verifyVoucher(channelId, cumulativeAmount, payerSignature, address(uint160(a)));
+        if (newClaimed <= claimed) revert NothingToClaim(id, cumulativeAmount, claimed);
+        _verifyVoucher(id, cumulativeAmount, payerSignature, address(uint160(a)));
         ch.c = (c & _ADDR_MASK) | (newClaimed << 160);
-        emit Claimed(channelId, newClaimed, newClaimed - claimed);
-        _pay(address(uint160(c)), address(uint160(b)), newClaimed - claimed);
+        // Safe: newClaimed > claimed was checked above.
+        unchecked {
+            emit Claimed(id, newClaimed, newClaimed - claimed);
+            _pay(address(uint160(c)), address(uint160(b)), newClaimed - claimed);
+        }
     }
 
     /// @notice `claim` for many channels in one transaction. Entries that would pay nothing (stale
@@ -314,7 +352,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @dev Consecutive entries with the same (payee, token) are paid with one transfer, so sort
     /// the batch by payee and token to pay once per run.
     /// @param claims The vouchers to redeem.
-    function claimMany(Claim[] calldata claims) external nonReentrant {
+    function claimMany(Claim[] calldata claims) external {
         address runPayee;
         address runToken;
         uint256 runAmount;
@@ -342,81 +380,79 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- close
 
-    /// @notice Payee only: claims with the payer's voucher and closes at once; the rest of the
-    /// deposit goes back to the payer.
+    /// @notice Payee only: claims with a voucher and closes at once; the rest of the deposit goes
+    /// back to the payer.
     /// @dev A voucher not above `claimed` adds nothing and its signature is not checked, so the
     /// payee can always close (e.g. to refund the payer) with `cumulativeAmount = 0` and empty bytes.
-    /// @param channelId The channel.
+    /// @param id The channel.
     /// @param cumulativeAmount The voucher's cumulative amount.
-    /// @param payerSignature The payer's EIP-712 Voucher signature.
-    function closeByPayee(bytes32 channelId, uint256 cumulativeAmount, bytes calldata payerSignature)
-        external
-        nonReentrant
-    {
-        _Slots storage ch = _channels[channelId];
+    /// @param payerSignature The Voucher signature (payer or voucher signer).
+    function closeByPayee(bytes32 id, uint256 cumulativeAmount, bytes calldata payerSignature) external {
+        _Slots storage ch = _channels[id];
         uint256 a = ch.a;
-        _requireLive(channelId, a);
+        _requireLive(ch, id, a);
         uint256 b = ch.b;
-        if (msg.sender != address(uint160(b))) revert NotPayee(channelId, msg.sender, address(uint160(b)));
-        _closeWithVoucher(ch, channelId, a, b, cumulativeAmount, payerSignature);
+        if (msg.sender != address(uint160(b))) revert NotPayee(id, msg.sender, address(uint160(b)));
+        _closeWithVoucher(ch, id, a, b, cumulativeAmount, payerSignature);
     }
 
     /// @notice Anyone: closes at once with the payee's `CloseConsent(channelId, cumulativeAmount,
     /// deadline)` and a `Voucher` for the same amount; the payee is paid up to that amount (capped
     /// by the deposit) and the payer gets the rest.
-    /// @dev Reverts `ConsentExpired` once `block.timestamp > deadline`. The voucher is only checked
-    /// when it pays the payee something beyond `claimed` (otherwise `payerSignature` may be empty).
-    /// @param channelId The channel.
+    /// @dev Reverts `ConsentExpired` once `block.timestamp > deadline` (at `deadline` it still
+    /// closes). The voucher is only checked when it pays the payee something beyond `claimed`
+    /// (otherwise `payerSignature` may be empty).
+    /// @param id The channel.
     /// @param cumulativeAmount The final cumulative amount both parties agree on.
     /// @param deadline The last block timestamp at which the payee's consent is valid.
     /// @param payerSignature The Voucher signature (payer or voucher signer).
     /// @param payeeSignature The payee's EIP-712 CloseConsent signature.
     function cooperativeClose(
-        bytes32 channelId,
+        bytes32 id,
         uint256 cumulativeAmount,
         uint64 deadline,
         bytes calldata payerSignature,
         bytes calldata payeeSignature
-    ) external nonReentrant {
-        if (block.timestamp > deadline) revert ConsentExpired(channelId, deadline, block.timestamp);
-        _Slots storage ch = _channels[channelId];
+    ) external {
+        if (block.timestamp > deadline) revert ConsentExpired(id, deadline, block.timestamp);
+        _Slots storage ch = _channels[id];
         uint256 a = ch.a;
-        _requireLive(channelId, a);
+        _requireLive(ch, id, a);
         uint256 b = ch.b;
-        _verifyConsent(channelId, cumulativeAmount, deadline, payeeSignature, address(uint160(b)));
-        _closeWithVoucher(ch, channelId, a, b, cumulativeAmount, payerSignature);
+        _verifyConsent(id, cumulativeAmount, deadline, payeeSignature, address(uint160(b)));
+        _closeWithVoucher(ch, id, a, b, cumulativeAmount, payerSignature);
     }
 
     /// @notice Payer only: starts a unilateral close; `closesAt = now + challengePeriod`. Until
     /// then the payee (or anyone with its voucher) can still claim or close; from then on only
     /// `settle`. Top-ups are no longer accepted.
-    /// @param channelId The channel.
-    function startClose(bytes32 channelId) external {
-        _Slots storage ch = _channels[channelId];
+    /// @param id The channel.
+    function startClose(bytes32 id) external {
+        _Slots storage ch = _channels[id];
         uint256 a = ch.a;
         if (a >> 232 != _OPEN) {
-            if (a >> 232 == _CLOSING) revert ChannelClosing(channelId, _closesAtOf(a));
-            revert ChannelNotOpen(channelId, _statusOf(a));
+            if (a >> 232 == _CLOSING) revert ChannelClosing(id, _closesAtOf(a));
+            revert ChannelNotOpen(id, _statusOf(ch, a));
         }
-        if (msg.sender != address(uint160(a))) revert NotPayer(channelId, msg.sender, address(uint160(a)));
+        if (msg.sender != address(uint160(a))) revert NotPayer(id, msg.sender, address(uint160(a)));
         // Safe: challengePeriod <= 30 days and block.timestamp fits 40 bits for ~35,000 years.
         uint64 closesAt;
         unchecked {
             closesAt = uint64(block.timestamp + _challengePeriodOf(a));
         }
         ch.a = (a & ((1 << 192) - 1)) | (uint256(closesAt) << 192) | _STATUS_CLOSING;
-        emit CloseStarted(channelId, closesAt);
+        emit CloseStarted(id, closesAt);
     }
 
     /// @notice Anyone, once `block.timestamp >= closesAt`: refunds `deposit - claimed` to the
     /// payer and closes the channel.
-    /// @param channelId The channel.
-    function settle(bytes32 channelId) external {
-        _Slots storage ch = _channels[channelId];
+    /// @param id The channel.
+    function settle(bytes32 id) external {
+        _Slots storage ch = _channels[id];
         uint256 a = ch.a;
-        if (a >> 232 != _CLOSING) revert ChannelNotClosing(channelId, _statusOf(a));
+        if (a >> 232 != _CLOSING) revert ChannelNotClosing(id, _statusOf(ch, a));
         uint64 closesAt = _closesAtOf(a);
-        if (block.timestamp < closesAt) revert ChallengePeriodNotOver(channelId, closesAt, block.timestamp);
+        if (block.timestamp < closesAt) revert ChallengePeriodNotOver(id, closesAt, block.timestamp);
         uint256 c = ch.c;
         uint256 claimed = c >> 160;
         // Safe: claimed <= deposit is an invariant of every write to `b` and `c`.
@@ -424,18 +460,18 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         unchecked {
             refund = (ch.b >> 160) - claimed;
         }
-        ch.a = (a & ((1 << 232) - 1)) | _STATUS_CLOSED;
-        delete ch.b;
+        delete ch.a;
         delete ch.c;
-        emit ChannelClosed(channelId, claimed, refund);
+        emit ChannelClosed(id, claimed, refund);
         if (refund != 0) _pay(address(uint160(c)), address(uint160(a)), refund);
     }
 
     /// @notice Collects the caller's deferred payouts of `token` (address(0) = ETH) and sends
     /// them to `to` (which may differ from the caller, e.g. when the caller cannot receive ETH).
+    /// @dev Sends with all the gas the caller gives: the caller is the receiver's own side.
     /// @param token The token, or address(0) for ETH.
     /// @param to Receiver of the funds.
-    function withdraw(address token, address to) external nonReentrant {
+    function withdraw(address token, address to) external {
         uint256 amount = owed[msg.sender][token];
         if (amount == 0) revert NothingToWithdraw(msg.sender, token);
         owed[msg.sender][token] = 0;
@@ -453,27 +489,29 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- views
 
-    /// @notice The channel's state in the stable protocol shape. For a closed channel payee,
-    /// token, deposit and claimed read as zero (see `ChannelClosed` for the final split); payer,
-    /// challengePeriod, closesAt (time of closing) and status stay.
-    /// @param channelId The channel.
+    /// @notice The channel's state in the stable protocol shape. A closed channel reads as
+    /// status Closed with its payee and voucher signer; payer, token, amounts, challengePeriod and
+    /// closesAt read as zero (its storage was cleared; the final split is in `ChannelClosed`).
+    /// @param id The channel.
     /// @return channel The channel's fields.
-    function getChannel(bytes32 channelId) external view returns (Channel memory channel) {
-        _Slots storage ch = _channels[channelId];
+    function getChannel(bytes32 id) external view returns (Channel memory channel) {
+        _Slots storage ch = _channels[id];
         uint256 a = ch.a;
         uint256 b = ch.b;
+        channel.voucherSigner = _voucherSigners[id];
+        if (a == 0) {
+            if (b != 0) (channel.payee, channel.status) = (address(uint160(b)), Status.Closed);
+            return channel;
+        }
         uint256 c = ch.c;
-        channel = Channel({
-            payer: address(uint160(a)),
-            payee: address(uint160(b)),
-            token: address(uint160(c)),
-            deposit: b >> 160,
-            claimed: c >> 160,
-            challengePeriod: _challengePeriodOf(a),
-            closesAt: _closesAtOf(a),
-            status: _statusOf(a),
-            voucherSigner: _voucherSigners[channelId]
-        });
+        channel.payer = address(uint160(a));
+        channel.payee = address(uint160(b));
+        channel.token = address(uint160(c));
+        channel.deposit = b >> 160;
+        channel.claimed = c >> 160;
+        channel.challengePeriod = _challengePeriodOf(a);
+        channel.closesAt = _closesAtOf(a);
+        channel.status = Status(uint8(a >> 232));
     }
 
     /// @notice The id a channel from `payer` to `payee` in `token` with `salt` gets.
@@ -486,7 +524,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         return keccak256(abi.encode(payer, payee, token, salt));
     }
 
-    /// @notice EIP-712 digest the payer signs for `Voucher(channelId, cumulativeAmount)`.
+    /// @notice EIP-712 digest the payer or voucher signer signs for `Voucher(channelId, cumulativeAmount)`.
     /// @param id The channel.
     /// @param cumulativeAmount The cumulative amount.
     /// @return The digest.
@@ -515,7 +553,8 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     ) private returns (bytes32 id) {
         id = channelId(msg.sender, payee, token, salt);
         _Slots storage ch = _channels[id];
-        if (ch.a != 0) revert ChannelIdUsed(id);
+        // Reading `b` costs nothing extra for a fresh id: it warms the slot written just below.
+        if (ch.a != 0 || ch.b != 0) revert ChannelIdUsed(id);
         if (payee == address(0)) revert InvalidPayee(payee);
         if (challengePeriod == 0 || challengePeriod > MAX_CHALLENGE_PERIOD) {
             revert InvalidChallengePeriod(challengePeriod, MAX_CHALLENGE_PERIOD);
@@ -598,9 +637,7 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         } else {
             payeeTotal = claimed;
         }
-        // Keep payer, challengePeriod and status = Closed; record the time of closing.
-        ch.a = (a & ((1 << 192) - 1)) | (block.timestamp << 192) | _STATUS_CLOSED;
-        delete ch.b;
+        delete ch.a;
         delete ch.c;
         // Safe: claimed <= payeeTotal <= deposit.
         unchecked {
@@ -616,32 +653,48 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// `owed` instead of failing the operation: neither a receiver that rejects ETH nor a token
     /// that burns gas can block the other party's funds or make the caller's transaction a gas
     /// bomb. Return data is never copied beyond one word, so it cannot be a return bomb either.
-    /// EIP-150 passes a call at most 63/64 of the gas left; when a failed call comes back with less
-    /// than PAYOUT_GAS / 63, the callee may have been starved by the caller's gas limit rather than
-    /// failing on its own, so the transaction reverts instead of deferring a payout that would have
-    /// succeeded. A successful payout pays nothing for this check.
+    /// EIP-150 passes a call at most 63/64 of the gas left. If the call got less than PAYOUT_GAS,
+    /// the caller keeps 1/64 of at most PAYOUT_GAS * 64/63, i.e. at most PAYOUT_GAS / 63 once the
+    /// callee burnt its share; if it got all of PAYOUT_GAS and burnt it, at least that much stays.
+    /// So a failed payout with at most `_STARVED_GAS_LEFT` left may have failed only because the
+    /// caller's gas limit starved it, and the transaction reverts instead of deferring a payout
+    /// that would have succeeded (the one gas value where both meet also reverts). The gas is read
+    /// by the first opcode after the call; a successful payout pays nothing for the check.
     function _pay(address token, address to, uint256 amount) private {
         bool ok;
+        uint256 left;
+        // Yul evaluates arguments right to left, so in `or(shl(1, gas()), call(...))` the GAS
+        // opcode runs right after CALL returns, with no stack shuffling in between: `left` is
+        // exactly the gas left after the call, less GAS's own 2.
         if (token == address(0)) {
             assembly ("memory-safe") {
-                ok := call(PAYOUT_GAS, to, amount, 0, 0, 0, 0)
+                let packed := or(shl(1, gas()), call(PAYOUT_GAS, to, amount, 0, 0, 0, 0))
+                ok := and(packed, 1)
+                left := shr(1, packed)
             }
         } else {
             // transfer(to, amount) from scratch space; the call is successful when it did not
-            // revert and returned true, or returned nothing from an account with code.
+            // revert and returned true, or returned nothing from an account with code (checked
+            // only then: EXTCODESIZE costs 100 even on a warm account).
             assembly ("memory-safe") {
                 let fmp := mload(0x40)
                 mstore(0x14, to)
                 mstore(0x34, amount)
                 mstore(0x00, 0xa9059cbb000000000000000000000000)
-                ok := call(PAYOUT_GAS, token, 0, 0x10, 0x44, 0x00, 0x20)
-                ok := and(ok, or(and(eq(mload(0x00), 1), gt(returndatasize(), 0x1f)),
-                                 and(iszero(returndatasize()), gt(extcodesize(token), 0))))
+                let packed := or(shl(1, gas()), call(PAYOUT_GAS, token, 0, 0x10, 0x44, 0x00, 0x20))
+                ok := and(packed, 1)
+                left := shr(1, packed)
+                if ok {
+                    if iszero(and(eq(mload(0x00), 1), gt(returndatasize(), 0x1f))) {
+                        ok := and(iszero(returndatasize()), gt(extcodesize(token), 0))
+                    }
+                }
                 mstore(0x40, fmp)
             }
         }
         if (!ok) {
-            if (gasleft() < PAYOUT_GAS / 63) revert InsufficientGasForPayout(to, gasleft());
+            // `left` was read by a GAS opcode (2 gas) after the call: add it back.
+            if (left + 2 <= _STARVED_GAS_LEFT) revert InsufficientGasForPayout(to, left);
             owed[to][token] += amount;
             emit PaymentDeferred(to, token, amount);
         }
@@ -650,26 +703,20 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     /// @dev A voucher must be signed by the channel's payer, or by its voucher signer when set.
     /// The signer's slot is read only when the signature is not the payer's.
     function _verifyVoucher(bytes32 id, uint256 amount, bytes calldata signature, address payer) private view {
-        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecoverCalldata(
-            _digest(VOUCHER_TYPEHASH, id, amount),
-            signature
-        );
-        if (err == ECDSA.RecoverError.NoError && recovered == payer) return;
-        address voucherSigner = _voucherSigners[id];
-        if (err != ECDSA.RecoverError.NoError || voucherSigner == address(0) || recovered != voucherSigner) {
-            revert InvalidSignature(id, payer, recovered);
-        }
+        // tryRecover gives address(0) for every malformed or high-s signature, and the payer and
+        // a set voucher signer are never address(0), so comparing addresses covers the error.
+        (address recovered, , ) = ECDSA.tryRecoverCalldata(_digest(VOUCHER_TYPEHASH, id, amount), signature);
+        if (recovered == payer) return;
+        if (recovered == address(0) || recovered != _voucherSigners[id]) revert InvalidSignature(id, payer, recovered);
     }
 
     function _verifyConsent(bytes32 id, uint256 amount, uint64 deadline, bytes calldata signature, address payee)
         private
         view
     {
-        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecoverCalldata(
-            _consentDigest(id, amount, deadline),
-            signature
-        );
-        if (err != ECDSA.RecoverError.NoError || recovered != payee) revert InvalidSignature(id, payee, recovered);
+        (address recovered, , ) = ECDSA.tryRecoverCalldata(_consentDigest(id, amount, deadline), signature);
+        // as in _verifyVoucher: a failed recovery gives address(0), never a channel's payee
+        if (recovered != payee) revert InvalidSignature(id, payee, recovered);
     }
 
     function _consentDigest(bytes32 id, uint256 amount, uint64 deadline) private view returns (bytes32) {
@@ -699,10 +746,10 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
     }
 
     /// @dev Claims and closes are possible while open, and while closing until `closesAt`.
-    function _requireLive(bytes32 id, uint256 a) private view {
+    function _requireLive(_Slots storage ch, bytes32 id, uint256 a) private view {
         uint256 status = a >> 232;
         if (status == _OPEN) return;
-        if (status != _CLOSING) revert ChannelNotOpen(id, _statusOf(a));
+        if (status != _CLOSING) revert ChannelNotOpen(id, _statusOf(ch, a));
         uint64 closesAt = _closesAtOf(a);
         if (block.timestamp >= closesAt) revert ChallengePeriodOver(id, closesAt);
     }
@@ -712,8 +759,11 @@ contract PaymentChannels is EIP712, ReentrancyGuardTransient {
         return status == _OPEN || (status == _CLOSING && block.timestamp < _closesAtOf(a));
     }
 
-    function _statusOf(uint256 a) private pure returns (Status) {
-        return Status(uint8(a >> 232));
+    /// @dev Status from word `a`, or, when `a` is empty, from `b` (see `_Slots`). Only error paths
+    /// and views call it, so only they pay for reading `b`.
+    function _statusOf(_Slots storage ch, uint256 a) private view returns (Status) {
+        if (a != 0) return Status(uint8(a >> 232));
+        return ch.b == 0 ? Status.None : Status.Closed;
     }
 
     function _closesAtOf(uint256 a) private pure returns (uint64) {

@@ -12,22 +12,38 @@ library Sig {
     bytes32 internal constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     bytes32 internal constant VOUCHER = keccak256("Voucher(bytes32 channelId,uint256 cumulativeAmount)");
-    bytes32 internal constant CLOSE_CONSENT = keccak256("CloseConsent(bytes32 channelId,uint256 cumulativeAmount)");
+    bytes32 internal constant RECEIPT =
+        keccak256("Receipt(bytes32 channelId,uint256 cumulativeAmount,uint256 amount,bytes32 taskId)");
+    bytes32 internal constant CLOSE_CONSENT =
+        keccak256("CloseConsent(bytes32 channelId,uint256 cumulativeAmount,uint64 deadline)");
+    bytes32 internal constant CLOSE_REQUEST = keccak256("CloseRequest(bytes32 channelId,uint256 cumulativeAmount)");
+    bytes32 internal constant ACCESS = keccak256("Access(bytes32 channelId,uint64 expires)");
 
     function domain(uint256 chainId, address verifyingContract) internal pure returns (bytes32) {
         return keccak256(
-            abi.encode(DOMAIN_TYPEHASH, keccak256("PaymentChannels"), keccak256("1"), chainId, verifyingContract)
+            abi.encode(DOMAIN_TYPEHASH, keccak256("PaymentChannels"), keccak256("2"), chainId, verifyingContract)
         );
     }
 
-    function digest(bytes32 typehash, bytes32 id, uint256 amount, uint256 chainId, address verifyingContract)
+    function typed(bytes32 structHash, uint256 chainId, address verifyingContract) internal pure returns (bytes32) {
+        return keccak256(abi.encodePacked(hex"1901", domain(chainId, verifyingContract), structHash));
+    }
+
+    /// @dev Digest of a two-field (bytes32 channelId, uint256 x) type: Voucher, CloseRequest, Access.
+    function digest(bytes32 typehash, bytes32 id, uint256 x, uint256 chainId, address verifyingContract)
         internal
         pure
         returns (bytes32)
     {
-        return keccak256(
-            abi.encodePacked(hex"1901", domain(chainId, verifyingContract), keccak256(abi.encode(typehash, id, amount)))
-        );
+        return typed(keccak256(abi.encode(typehash, id, x)), chainId, verifyingContract);
+    }
+
+    function consentDigest(bytes32 id, uint256 amount, uint64 deadline, uint256 chainId, address verifyingContract)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return typed(keccak256(abi.encode(CLOSE_CONSENT, id, amount, deadline)), chainId, verifyingContract);
     }
 
     function sign(uint256 key, bytes32 h) internal pure returns (bytes memory) {
@@ -42,17 +58,21 @@ library Sig {
     }
 }
 
-/// @notice Shared fixture: a PaymentChannels, a 6-decimal stablecoin, a payer and a payee with keys.
+/// @notice Shared fixture: a PaymentChannels, a 6-decimal stablecoin, a payer, its voucher signer,
+/// a payee and a stranger, with keys.
 abstract contract Base {
     PaymentChannels internal pc;
     TestStablecoin internal usd;
 
     uint256 internal constant PAYER_KEY = 0xA11CE;
+    uint256 internal constant SIGNER_KEY = 0x5161E5; // the payer's voucher signer (a browser key)
     uint256 internal constant PAYEE_KEY = 0xB0B;
     uint256 internal constant OTHER_KEY = 0xC0FFEE;
     address internal payer;
+    address internal signer;
     address internal payee;
     address internal other;
+    address internal constant NO_SIGNER = address(0);
     uint64 internal constant CP = 1 days;
     uint256 internal saltCounter;
 
@@ -60,6 +80,7 @@ abstract contract Base {
         pc = new PaymentChannels();
         usd = new TestStablecoin();
         payer = vm.addr(PAYER_KEY);
+        signer = vm.addr(SIGNER_KEY);
         payee = vm.addr(PAYEE_KEY);
         other = vm.addr(OTHER_KEY);
         vm.deal(payer, 1_000_000 ether);
@@ -80,20 +101,43 @@ abstract contract Base {
 
     function _openEth(uint256 amount) internal returns (bytes32 id) {
         vm.prank(payer);
-        id = pc.open{value: amount}(payee, address(0), amount, CP, _salt());
+        id = pc.open{value: amount}(payee, address(0), amount, CP, _salt(), NO_SIGNER);
     }
 
     function _openUsd(uint256 amount) internal returns (bytes32 id) {
         vm.prank(payer);
-        id = pc.open(payee, address(usd), amount, CP, _salt());
+        id = pc.open(payee, address(usd), amount, CP, _salt(), NO_SIGNER);
+    }
+
+    /// @dev A channel whose vouchers the voucher signer may sign (ETH or the stablecoin).
+    function _openWithSigner(uint256 amount, bool token) internal returns (bytes32 id) {
+        vm.prank(payer);
+        id = pc.open{value: token ? 0 : amount}(payee, token ? address(usd) : address(0), amount, CP, _salt(), signer);
     }
 
     function _voucher(bytes32 id, uint256 amount) internal view returns (bytes memory) {
-        return Sig.sign(PAYER_KEY, Sig.digest(Sig.VOUCHER, id, amount, block.chainid, address(pc)));
+        return _voucherBy(PAYER_KEY, id, amount);
     }
 
+    function _signerVoucher(bytes32 id, uint256 amount) internal view returns (bytes memory) {
+        return _voucherBy(SIGNER_KEY, id, amount);
+    }
+
+    function _voucherBy(uint256 key, bytes32 id, uint256 amount) internal view returns (bytes memory) {
+        return Sig.sign(key, Sig.digest(Sig.VOUCHER, id, amount, block.chainid, address(pc)));
+    }
+
+    /// @dev The payee's consent with a deadline one hour ahead of the current block.
     function _consent(bytes32 id, uint256 amount) internal view returns (bytes memory) {
-        return Sig.sign(PAYEE_KEY, Sig.digest(Sig.CLOSE_CONSENT, id, amount, block.chainid, address(pc)));
+        return _consentUntil(id, amount, _deadline());
+    }
+
+    function _consentUntil(bytes32 id, uint256 amount, uint64 deadline) internal view returns (bytes memory) {
+        return Sig.sign(PAYEE_KEY, Sig.consentDigest(id, amount, deadline, block.chainid, address(pc)));
+    }
+
+    function _deadline() internal view returns (uint64) {
+        return uint64(block.timestamp + 1 hours);
     }
 
     function _assertEq(uint256 a, uint256 b, string memory what) internal pure {

@@ -57,7 +57,7 @@ contract PaymentChannelsFuzzTest is Base {
             vm.prank(payee);
             pc.closeByPayee(id, cum, _voucher(id, cum));
         } else if (kind == 1) {
-            pc.cooperativeClose(id, cum, _voucher(id, cum), _consent(id, cum));
+            pc.cooperativeClose(id, cum, _deadline(), _voucher(id, cum), _consent(id, cum));
         } else {
             vm.prank(payer);
             pc.startClose(id);
@@ -103,7 +103,7 @@ contract PaymentChannelsFuzzTest is Base {
         address p = vm.addr(key);
         vm.deal(p, 1 ether);
         vm.prank(p);
-        bytes32 id = pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, bytes32(0));
+        bytes32 id = pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, bytes32(0), NO_SIGNER);
         uint256 amount = _bound(amountSeed, 1, 1 ether);
         bytes32 h = Sig.digest(Sig.VOUCHER, id, amount, block.chainid, address(pc));
         vm.expectPartialRevert(PaymentChannels.InvalidSignature.selector);
@@ -117,17 +117,36 @@ contract PaymentChannelsFuzzTest is Base {
         vm.prank(payer);
         if (cp == 0 || cp > 30 days) {
             vm.expectRevert(abi.encodeWithSelector(PaymentChannels.InvalidChallengePeriod.selector, cp, uint64(30 days)));
-            pc.open{value: 1}(payee, address(0), 1, cp, bytes32(0));
+            pc.open{value: 1}(payee, address(0), 1, cp, bytes32(0), NO_SIGNER);
         } else {
-            bytes32 id = pc.open{value: 1}(payee, address(0), 1, cp, bytes32(0));
+            bytes32 id = pc.open{value: 1}(payee, address(0), 1, cp, bytes32(0), NO_SIGNER);
             _assertEq(pc.getChannel(id).challengePeriod, cp, "stored");
         }
     }
 
-    /// Random call orderings on one channel, checked step by step against a tiny model.
+    /// A consent closes while block.timestamp <= deadline and never after it.
+    function testFuzz_consentDeadline(uint64 deadlineSeed, uint32 elapsed, uint256 amountSeed) public {
+        bytes32 id = _openUsd(1000);
+        uint64 deadline = uint64(_bound(deadlineSeed, block.timestamp, block.timestamp + 30 days));
+        uint256 amount = _bound(amountSeed, 1, 2000);
+        bytes memory v = _voucher(id, amount);
+        bytes memory c = _consentUntil(id, amount, deadline);
+        vm.warp(block.timestamp + (elapsed % 31 days));
+        if (block.timestamp > deadline) {
+            vm.expectRevert(abi.encodeWithSelector(PaymentChannels.ConsentExpired.selector, id, deadline, block.timestamp));
+            pc.cooperativeClose(id, amount, deadline, v, c);
+            _assertTrue(pc.getChannel(id).status == PaymentChannels.Status.Open, "still open");
+        } else {
+            pc.cooperativeClose(id, amount, deadline, v, c);
+            _assertEq(usd.balanceOf(payee), amount < 1000 ? amount : 1000, "closed at the consented amount");
+        }
+    }
+
+    /// Random call orderings on one channel with a voucher signer, vouchers from either key,
+    /// checked step by step against a tiny model.
     function testFuzz_callOrderings(uint256 seed, uint96 depositSeed) public {
         uint256 deposit = _bound(depositSeed, 1, 1e21);
-        bytes32 id = _openEth(deposit);
+        bytes32 id = _openWithSigner(deposit, false);
         uint256 mDeposit = deposit;
         uint256 mClaimed;
         uint256 mStatus = 1; // 1 open, 2 closing, 3 closed
@@ -146,7 +165,7 @@ contract PaymentChannelsFuzzTest is Base {
             } else if (op == 1) {
                 // claim
                 uint256 pay = (x < mDeposit ? x : mDeposit);
-                bytes memory v = _voucher(id, x);
+                bytes memory v = (seed >> 200) & 1 == 1 ? _signerVoucher(id, x) : _voucher(id, x);
                 if (!live || pay <= mClaimed) {
                     vm.expectRevert();
                     pc.claim(id, x, v);
@@ -166,16 +185,16 @@ contract PaymentChannelsFuzzTest is Base {
                 pc.settle(id);
                 if (mStatus == 2 && block.timestamp >= mClosesAt) mStatus = 3;
             } else if (op == 5) {
-                bytes memory v = _voucher(id, x);
+                bytes memory v = (seed >> 200) & 1 == 1 ? _signerVoucher(id, x) : _voucher(id, x);
                 vm.prank(payee);
                 if (!live) vm.expectRevert();
                 pc.closeByPayee(id, x, v);
                 if (live) mStatus = 3;
             } else {
-                bytes memory v = _voucher(id, x);
+                bytes memory v = (seed >> 200) & 1 == 1 ? _signerVoucher(id, x) : _voucher(id, x);
                 bytes memory c = _consent(id, x);
                 if (!live) vm.expectRevert();
-                pc.cooperativeClose(id, x, v, c);
+                pc.cooperativeClose(id, x, _deadline(), v, c);
                 if (live) mStatus = 3;
             }
             PaymentChannels.Channel memory ch = pc.getChannel(id);

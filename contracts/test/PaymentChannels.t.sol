@@ -24,9 +24,9 @@ contract PaymentChannelsTest is Base {
         bytes32 expected = keccak256(abi.encode(payer, payee, address(0), bytes32(uint256(7))));
         _assertTrue(pc.channelId(payer, payee, address(0), bytes32(uint256(7))) == expected, "channelId");
         vm.expectEmit(true, true, true, true, address(pc));
-        emit PaymentChannels.ChannelOpened(expected, payer, payee, address(0), 1 ether, CP);
+        emit PaymentChannels.ChannelOpened(expected, payer, payee, address(0), 1 ether, CP, NO_SIGNER);
         vm.prank(payer);
-        bytes32 id = pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, bytes32(uint256(7)));
+        bytes32 id = pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, bytes32(uint256(7)), NO_SIGNER);
         _assertTrue(id == expected, "returned id");
         PaymentChannels.Channel memory c = pc.getChannel(id);
         _assertTrue(c.payer == payer && c.payee == payee && c.token == address(0), "parties");
@@ -52,34 +52,34 @@ contract PaymentChannelsTest is Base {
         uint256 max = pc.MAX_DEPOSIT();
         vm.deal(payer, max);
         vm.prank(payer);
-        bytes32 id = pc.open{value: max}(payee, address(0), max, 30 days, _salt());
+        bytes32 id = pc.open{value: max}(payee, address(0), max, 30 days, _salt(), NO_SIGNER);
         _assertEq(pc.getChannel(id).deposit, max, "deposit");
         _assertEq(pc.getChannel(id).challengePeriod, 30 days, "cp");
     }
 
     function test_open_revert_channelIdUsed() public {
         vm.startPrank(payer);
-        bytes32 id = pc.open{value: 1}(payee, address(0), 1, CP, ZERO);
+        bytes32 id = pc.open{value: 1}(payee, address(0), 1, CP, ZERO, NO_SIGNER);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.ChannelIdUsed.selector, id));
-        pc.open{value: 1}(payee, address(0), 1, CP, ZERO);
+        pc.open{value: 1}(payee, address(0), 1, CP, ZERO, NO_SIGNER);
         vm.stopPrank();
     }
 
     function test_open_revert_channelIdUsedAfterClose() public {
         vm.prank(payer);
-        bytes32 id = pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, ZERO);
+        bytes32 id = pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, ZERO, NO_SIGNER);
         vm.prank(payee);
         pc.closeByPayee(id, 0, "");
         _assertTrue(pc.getChannel(id).status == PaymentChannels.Status.Closed, "closed");
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.ChannelIdUsed.selector, id));
-        pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, ZERO);
+        pc.open{value: 1 ether}(payee, address(0), 1 ether, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_invalidPayee() public {
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.InvalidPayee.selector, address(0)));
-        pc.open{value: 1}(address(0), address(0), 1, CP, ZERO);
+        pc.open{value: 1}(address(0), address(0), 1, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_invalidChallengePeriod() public {
@@ -89,14 +89,14 @@ contract PaymentChannelsTest is Base {
             vm.expectRevert(
                 abi.encodeWithSelector(PaymentChannels.InvalidChallengePeriod.selector, bad[i], uint64(30 days))
             );
-            pc.open{value: 1}(payee, address(0), 1, bad[i], ZERO);
+            pc.open{value: 1}(payee, address(0), 1, bad[i], ZERO, NO_SIGNER);
         }
     }
 
     function test_open_revert_zeroAmount() public {
         vm.prank(payer);
         vm.expectRevert(PaymentChannels.ZeroAmount.selector);
-        pc.open(payee, address(0), 0, CP, ZERO);
+        pc.open(payee, address(0), 0, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_depositTooLarge() public {
@@ -104,19 +104,19 @@ contract PaymentChannelsTest is Base {
         vm.deal(payer, big);
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.DepositTooLarge.selector, big, uint256(type(uint96).max)));
-        pc.open{value: big}(payee, address(0), big, CP, ZERO);
+        pc.open{value: big}(payee, address(0), big, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_wrongEthAmount() public {
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.WrongEthAmount.selector, 1, 2));
-        pc.open{value: 1}(payee, address(0), 2, CP, ZERO);
+        pc.open{value: 1}(payee, address(0), 2, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_ethNotAcceptedForToken() public {
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.EthNotAccepted.selector, 1));
-        pc.open{value: 1}(payee, address(usd), 10, CP, ZERO);
+        pc.open{value: 1}(payee, address(usd), 10, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_feeOnTransferToken() public {
@@ -125,7 +125,7 @@ contract PaymentChannelsTest is Base {
         vm.startPrank(payer);
         fee.approve(address(pc), 1000);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.FeeOnTransferToken.selector, address(fee), 1000, 990));
-        pc.open(payee, address(fee), 1000, CP, ZERO);
+        pc.open(payee, address(fee), 1000, CP, ZERO, NO_SIGNER);
         vm.stopPrank();
     }
 
@@ -133,13 +133,13 @@ contract PaymentChannelsTest is Base {
         address notAToken = address(0xdead);
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.InvalidToken.selector, notAToken));
-        pc.open(payee, notAToken, 10, CP, ZERO);
+        pc.open(payee, notAToken, 10, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_insufficientAllowance() public {
         vm.prank(payee); // payee has no tokens and no allowance
         vm.expectRevert();
-        pc.open(payer, address(usd), 10, CP, ZERO);
+        pc.open(payer, address(usd), 10, CP, ZERO, NO_SIGNER);
     }
 
     function test_open_revert_tokenReturningFalse() public {
@@ -148,7 +148,7 @@ contract PaymentChannelsTest is Base {
         // no allowance: transferFrom returns false, SafeERC20 turns it into a revert
         vm.prank(payer);
         vm.expectPartialRevert(bytes4(keccak256("SafeERC20FailedOperation(address)")));
-        pc.open(payee, address(t), 100, CP, ZERO);
+        pc.open(payee, address(t), 100, CP, ZERO, NO_SIGNER);
     }
 
     function test_noReturnToken_openClaimClose() public {
@@ -157,7 +157,7 @@ contract PaymentChannelsTest is Base {
         vm.prank(payer);
         t.approve(address(pc), 1000);
         vm.prank(payer);
-        bytes32 id = pc.open(payee, address(t), 1000, CP, ZERO);
+        bytes32 id = pc.open(payee, address(t), 1000, CP, ZERO, NO_SIGNER);
         pc.claim(id, 300, _voucher(id, 300));
         _assertEq(t.balanceOf(payee), 300, "claimed");
         vm.prank(payee);
@@ -194,7 +194,7 @@ contract PaymentChannelsTest is Base {
         usd.mint(p, 1e6);
         (uint8 v, bytes32 r, bytes32 s) = _permitSig(key, address(usd), 1e6, block.timestamp + 1 hours);
         vm.prank(p);
-        bytes32 id = pc.openWithPermit(payee, address(usd), 1e6, CP, ZERO, block.timestamp + 1 hours, v, r, s);
+        bytes32 id = pc.openWithPermit(payee, address(usd), 1e6, CP, ZERO, NO_SIGNER, block.timestamp + 1 hours, v, r, s);
         _assertTrue(id == pc.channelId(p, payee, address(usd), ZERO), "id");
         _assertEq(pc.getChannel(id).deposit, 1e6, "deposit");
         _assertEq(usd.balanceOf(address(pc)), 1e6, "held");
@@ -210,7 +210,7 @@ contract PaymentChannelsTest is Base {
         vm.prank(other);
         usd.permit(p, address(pc), 1e6, deadline, v, r, s);
         vm.prank(p);
-        bytes32 id = pc.openWithPermit(payee, address(usd), 1e6, CP, ZERO, deadline, v, r, s);
+        bytes32 id = pc.openWithPermit(payee, address(usd), 1e6, CP, ZERO, NO_SIGNER, deadline, v, r, s);
         _assertEq(pc.getChannel(id).deposit, 1e6, "deposit");
     }
 
@@ -221,13 +221,13 @@ contract PaymentChannelsTest is Base {
         (uint8 v, bytes32 r, bytes32 s) = _permitSig(key, address(usd), 1e6, block.timestamp + 1 hours);
         vm.prank(p);
         vm.expectPartialRevert(bytes4(keccak256("ERC20InsufficientAllowance(address,uint256,uint256)")));
-        pc.openWithPermit(payee, address(usd), 1e6, CP, ZERO, block.timestamp + 1 hours, v ^ 1, r, s);
+        pc.openWithPermit(payee, address(usd), 1e6, CP, ZERO, NO_SIGNER, block.timestamp + 1 hours, v ^ 1, r, s);
     }
 
     function test_openWithPermit_revert_ethToken() public {
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.EthNotAccepted.selector, 0));
-        pc.openWithPermit(payee, address(0), 1, CP, ZERO, 0, 27, ZERO, ZERO);
+        pc.openWithPermit(payee, address(0), 1, CP, ZERO, NO_SIGNER, 0, 27, ZERO, ZERO);
     }
 
     // ------------------------------------------------------------------ topUp
@@ -339,7 +339,7 @@ contract PaymentChannelsTest is Base {
             Sig.sign(PAYER_KEY, Sig.digest(Sig.VOUCHER, id, 100, block.chainid + 1, address(pc))), // other chain
             Sig.sign(PAYER_KEY, Sig.digest(Sig.VOUCHER, id, 100, block.chainid, address(0xBEEF))), // other contract
             Sig.sign(PAYER_KEY, Sig.digest(Sig.VOUCHER, id2, 100, block.chainid, address(pc))), // other channel
-            Sig.sign(PAYER_KEY, Sig.digest(Sig.CLOSE_CONSENT, id, 100, block.chainid, address(pc))), // other type
+            Sig.sign(PAYER_KEY, Sig.digest(Sig.CLOSE_REQUEST, id, 100, block.chainid, address(pc))), // other type
             Sig.highS(PAYER_KEY, h) // malleated high-s twin of a valid signature
         ];
         for (uint256 i; i < bad.length; ++i) {
@@ -474,11 +474,7 @@ contract PaymentChannelsTest is Base {
         _assertEq(payee.balance, 0.7 ether, "payee total");
         _assertEq(payer.balance - payerBefore, 0.3 ether, "refund");
         _assertEq(address(pc).balance, 0, "empty");
-        PaymentChannels.Channel memory c = pc.getChannel(id);
-        _assertTrue(c.status == PaymentChannels.Status.Closed && c.payer == payer, "tombstone keeps payer+status");
-        _assertEq(c.challengePeriod, CP, "tombstone keeps cp");
-        _assertEq(c.closesAt, block.timestamp, "closed at");
-        _assertEq(c.deposit + c.claimed, 0, "funds fields cleared");
+        _assertClosedView(id, NO_SIGNER);
     }
 
     function test_closeByPayee_voucherAboveDepositIsCapped() public {
@@ -541,7 +537,7 @@ contract PaymentChannelsTest is Base {
         vm.expectEmit(true, true, true, true, address(pc));
         emit PaymentChannels.ChannelClosed(id, 600, 400);
         vm.prank(other);
-        pc.cooperativeClose(id, 600, _voucher(id, 600), _consent(id, 600));
+        pc.cooperativeClose(id, 600, _deadline(), _voucher(id, 600), _consent(id, 600));
         _assertEq(usd.balanceOf(payee), 600, "payee");
         _assertEq(usd.balanceOf(address(pc)), 0, "empty");
         _assertTrue(pc.getChannel(id).status == PaymentChannels.Status.Closed, "closed");
@@ -551,31 +547,71 @@ contract PaymentChannelsTest is Base {
         bytes32 id = _openEth(1 ether);
         pc.claim(id, 100, _voucher(id, 100));
         uint256 before = payer.balance;
-        pc.cooperativeClose(id, 100, "", _consent(id, 100));
+        pc.cooperativeClose(id, 100, _deadline(), "", _consent(id, 100));
         _assertEq(payer.balance - before, 1 ether - 100, "refund");
     }
 
     function test_cooperativeClose_revert_invalidSignatures() public {
         bytes32 id = _openEth(1 ether);
         // consent signed by the payer, not the payee
-        bytes memory payerConsent = Sig.sign(PAYER_KEY, Sig.digest(Sig.CLOSE_CONSENT, id, 10, block.chainid, address(pc)));
+        bytes memory payerConsent = Sig.sign(PAYER_KEY, Sig.consentDigest(id, 10, _deadline(), block.chainid, address(pc)));
         vm.expectPartialRevert(PaymentChannels.InvalidSignature.selector);
-        pc.cooperativeClose(id, 10, _voucher(id, 10), payerConsent);
+        pc.cooperativeClose(id, 10, _deadline(), _voucher(id, 10), payerConsent);
         // consent for another amount
         vm.expectPartialRevert(PaymentChannels.InvalidSignature.selector);
-        pc.cooperativeClose(id, 10, _voucher(id, 10), _consent(id, 9));
+        pc.cooperativeClose(id, 10, _deadline(), _voucher(id, 10), _consent(id, 9));
         // a voucher signed as CloseConsent by the payee does not stand in for the payer's voucher
         vm.expectPartialRevert(PaymentChannels.InvalidSignature.selector);
-        pc.cooperativeClose(id, 10, _consent(id, 10), _consent(id, 10));
+        pc.cooperativeClose(id, 10, _deadline(), _consent(id, 10), _consent(id, 10));
         // the payee's Voucher-typed signature is not a CloseConsent
         bytes memory payeeVoucher = Sig.sign(PAYEE_KEY, Sig.digest(Sig.VOUCHER, id, 10, block.chainid, address(pc)));
         vm.expectPartialRevert(PaymentChannels.InvalidSignature.selector);
-        pc.cooperativeClose(id, 10, _voucher(id, 10), payeeVoucher);
+        pc.cooperativeClose(id, 10, _deadline(), _voucher(id, 10), payeeVoucher);
+    }
+
+    /// A consent is valid at `block.timestamp == deadline` and expired one second later.
+    function test_cooperativeClose_consentDeadlineBoundary() public {
+        bytes32 id = _openUsd(1000);
+        uint64 deadline = uint64(block.timestamp + 600);
+        bytes memory v = _voucher(id, 400);
+        bytes memory c = _consentUntil(id, 400, deadline);
+        vm.warp(deadline + 1);
+        vm.expectRevert(abi.encodeWithSelector(PaymentChannels.ConsentExpired.selector, id, deadline, uint256(deadline) + 1));
+        pc.cooperativeClose(id, 400, deadline, v, c);
+        vm.warp(deadline); // the same consent in a block at the deadline itself
+        pc.cooperativeClose(id, 400, deadline, v, c);
+        _assertEq(usd.balanceOf(payee), 400, "closed at the deadline");
+    }
+
+    /// The deadline is part of the signed consent: moving it (e.g. to revive an expired consent)
+    /// breaks the signature.
+    function test_cooperativeClose_deadlineIsSigned() public {
+        bytes32 id = _openUsd(1000);
+        uint64 deadline = uint64(block.timestamp + 600);
+        bytes memory c = _consentUntil(id, 400, deadline);
+        vm.expectRevert(abi.encodeWithSelector(PaymentChannels.InvalidSignature.selector, id, payee, _recover(id, 400, deadline + 3600, c)));
+        pc.cooperativeClose(id, 400, deadline + 3600, _voucher(id, 400), c);
+    }
+
+    function _recover(bytes32 id, uint256 amount, uint64 deadline, bytes memory sig) internal view returns (address) {
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            r := mload(add(sig, 0x20))
+            s := mload(add(sig, 0x40))
+            v := byte(0, mload(add(sig, 0x60)))
+        }
+        return ecrecover(Sig.consentDigest(id, amount, deadline, block.chainid, address(pc)), v, r, s);
     }
 
     function test_cooperativeClose_revert_notOpen() public {
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.ChannelNotOpen.selector, ZERO, PaymentChannels.Status.None));
-        pc.cooperativeClose(ZERO, 0, "", "");
+        pc.cooperativeClose(ZERO, 0, _deadline(), "", "");
+        bytes32 id = _openEth(1 ether);
+        pc.cooperativeClose(id, 0, _deadline(), "", _consent(id, 0));
+        vm.expectRevert(abi.encodeWithSelector(PaymentChannels.ChannelNotOpen.selector, id, PaymentChannels.Status.Closed));
+        pc.cooperativeClose(id, 0, _deadline(), "", _consent(id, 0));
     }
 
     // ------------------------------------------------------------------ startClose / settle
@@ -632,9 +668,7 @@ contract PaymentChannelsTest is Base {
         pc.settle(id);
         _assertEq(usd.balanceOf(payer) - before, 700, "refund");
         _assertEq(usd.balanceOf(address(pc)), 0, "empty");
-        PaymentChannels.Channel memory c = pc.getChannel(id);
-        _assertTrue(c.status == PaymentChannels.Status.Closed, "closed");
-        _assertEq(c.closesAt, closesAt, "closesAt kept");
+        _assertClosedView(id, NO_SIGNER);
     }
 
     function test_settle_reverts() public {
@@ -669,27 +703,44 @@ contract PaymentChannelsTest is Base {
             pc.eip712Domain();
         _assertTrue(fields == hex"0f", "fields: name, version, chainId, verifyingContract");
         _assertTrue(keccak256(bytes(name)) == keccak256("PaymentChannels"), "name");
-        _assertTrue(keccak256(bytes(version)) == keccak256("1"), "version");
+        _assertTrue(keccak256(bytes(version)) == keccak256("2"), "version");
         _assertEq(chainId, block.chainid, "chainId");
         _assertTrue(verifyingContract == address(pc) && salt == ZERO && ext.length == 0, "rest");
     }
 
     function test_typehashesAndDigestsMatchProtocol() public view {
+        // the type strings as PROTOCOL.md writes them, not the contract's or Sig's constants
         _assertTrue(pc.VOUCHER_TYPEHASH() == keccak256("Voucher(bytes32 channelId,uint256 cumulativeAmount)"), "voucher");
         _assertTrue(
-            pc.RECEIPT_TYPEHASH() == keccak256("Receipt(bytes32 channelId,uint256 cumulativeAmount,bytes32 taskId)"),
+            pc.RECEIPT_TYPEHASH()
+                == keccak256("Receipt(bytes32 channelId,uint256 cumulativeAmount,uint256 amount,bytes32 taskId)"),
             "receipt"
         );
         _assertTrue(
-            pc.CLOSE_CONSENT_TYPEHASH() == keccak256("CloseConsent(bytes32 channelId,uint256 cumulativeAmount)"),
+            pc.CLOSE_CONSENT_TYPEHASH() == keccak256("CloseConsent(bytes32 channelId,uint256 cumulativeAmount,uint64 deadline)"),
             "consent"
         );
+        _assertTrue(
+            pc.CLOSE_REQUEST_TYPEHASH() == keccak256("CloseRequest(bytes32 channelId,uint256 cumulativeAmount)"),
+            "close request"
+        );
+        _assertTrue(pc.ACCESS_TYPEHASH() == keccak256("Access(bytes32 channelId,uint64 expires)"), "access");
         bytes32 id = keccak256("x");
         _assertTrue(pc.hashVoucher(id, 5) == Sig.digest(Sig.VOUCHER, id, 5, block.chainid, address(pc)), "voucher digest");
         _assertTrue(
-            pc.hashCloseConsent(id, 5) == Sig.digest(Sig.CLOSE_CONSENT, id, 5, block.chainid, address(pc)),
+            pc.hashCloseConsent(id, 5, 1234) == Sig.consentDigest(id, 5, 1234, block.chainid, address(pc)),
             "consent digest"
         );
+        _assertTrue(pc.hashCloseConsent(id, 5, 1234) != pc.hashCloseConsent(id, 5, 1235), "deadline is signed");
+    }
+
+    /// @dev A closed channel reads as Closed with its payee (and voucher signer); the rest is zero.
+    function _assertClosedView(bytes32 id, address voucherSigner) internal view {
+        PaymentChannels.Channel memory c = pc.getChannel(id);
+        _assertTrue(c.status == PaymentChannels.Status.Closed, "status closed");
+        _assertTrue(c.payee == payee && c.voucherSigner == voucherSigner, "payee and voucher signer kept");
+        _assertTrue(c.payer == address(0) && c.token == address(0), "payer, token cleared");
+        _assertEq(c.deposit + c.claimed + c.challengePeriod + c.closesAt, 0, "amounts and times cleared");
     }
 
     function test_getChannel_unknownIsZero() public view {
@@ -702,7 +753,7 @@ contract PaymentChannelsTest is Base {
     function test_revertingPayee_claimIsDeferredThenWithdrawn() public {
         RevertingReceiver rr = new RevertingReceiver();
         vm.prank(payer);
-        bytes32 id = pc.open{value: 1 ether}(address(rr), address(0), 1 ether, CP, ZERO);
+        bytes32 id = pc.open{value: 1 ether}(address(rr), address(0), 1 ether, CP, ZERO, NO_SIGNER);
         vm.expectEmit(true, true, true, true, address(pc));
         emit PaymentChannels.PaymentDeferred(address(rr), address(0), 100);
         pc.claim(id, 100, _voucher(id, 100));
@@ -720,7 +771,7 @@ contract PaymentChannelsTest is Base {
     function test_revertingPayee_doesNotLockPayerRefund() public {
         RevertingReceiver rr = new RevertingReceiver();
         vm.prank(payer);
-        bytes32 id = pc.open{value: 1 ether}(address(rr), address(0), 1 ether, CP, ZERO);
+        bytes32 id = pc.open{value: 1 ether}(address(rr), address(0), 1 ether, CP, ZERO, NO_SIGNER);
         uint256 before = payer.balance;
         rr.exec(address(pc), 0, abi.encodeCall(PaymentChannels.closeByPayee, (id, 0.25 ether, _voucher(id, 0.25 ether))));
         _assertEq(payer.balance - before, 0.75 ether, "payer refunded");
@@ -732,7 +783,7 @@ contract PaymentChannelsTest is Base {
         RevertingReceiver rr = new RevertingReceiver();
         vm.deal(address(rr), 1 ether);
         bytes32 id = abi.decode(
-            rr.exec(address(pc), 1 ether, abi.encodeCall(PaymentChannels.open, (payee, address(0), 1 ether, CP, ZERO))),
+            rr.exec(address(pc), 1 ether, abi.encodeCall(PaymentChannels.open, (payee, address(0), 1 ether, CP, ZERO, NO_SIGNER))),
             (bytes32)
         );
         // a contract payer cannot sign vouchers; the payee closes with what it has (nothing more)
@@ -753,7 +804,7 @@ contract PaymentChannelsTest is Base {
         RevertingReceiver rr = new RevertingReceiver();
         vm.deal(address(rr), 1 ether);
         bytes32 id = abi.decode(
-            rr.exec(address(pc), 1 ether, abi.encodeCall(PaymentChannels.open, (payee, address(0), 1 ether, CP, ZERO))),
+            rr.exec(address(pc), 1 ether, abi.encodeCall(PaymentChannels.open, (payee, address(0), 1 ether, CP, ZERO, NO_SIGNER))),
             (bytes32)
         );
         rr.exec(address(pc), 0, abi.encodeCall(PaymentChannels.startClose, (id)));
@@ -769,7 +820,7 @@ contract PaymentChannelsTest is Base {
         vm.prank(payer);
         t.approve(address(pc), 1000);
         vm.prank(payer);
-        bytes32 id = pc.open(payee, address(t), 1000, CP, ZERO);
+        bytes32 id = pc.open(payee, address(t), 1000, CP, ZERO, NO_SIGNER);
         t.setBlocked(payee, true);
         vm.prank(payee);
         pc.closeByPayee(id, 300, _voucher(id, 300));
@@ -793,20 +844,42 @@ contract PaymentChannelsTest is Base {
         vm.prank(payer);
         t.approve(address(pc), amount);
         vm.prank(payer);
-        id = pc.open(payee, address(t), amount, CP, _salt());
+        id = pc.open(payee, address(t), amount, CP, _salt(), NO_SIGNER);
     }
 
-    function test_reentrancy_lockedPayoutCannotReenter() public {
+    function test_reentrancy_closeOfAnotherChannelDuringPayoutKeepsBooks() public {
         ReentrantToken t = new ReentrantToken();
         bytes32 id = _openReentrant(t, 1000);
         bytes32 id2 = _openReentrant(t, 1000);
-        // while cooperativeClose pays out, the token tries to close another channel
-        t.arm(address(pc), abi.encodeCall(PaymentChannels.cooperativeClose, (id2, 0, "", _consent(id2, 0))));
-        pc.cooperativeClose(id, 400, _voucher(id, 400), _consent(id, 400));
-        _assertTrue(t.attempted() && !t.reentrySucceeded(), "re-entry blocked");
-        _assertTrue(bytes4(t.reentryRevertData()) == bytes4(keccak256("ReentrancyGuardReentrantCall()")), "by the lock");
-        _assertTrue(pc.getChannel(id2).status == PaymentChannels.Status.Open, "other channel untouched");
-        _assertEq(t.balanceOf(address(pc)), 1000, "books balance");
+        // no lock: while cooperativeClose pays out, the token closes another channel; both closes
+        // see finished books, so each channel splits exactly once
+        t.arm(address(pc), abi.encodeCall(PaymentChannels.cooperativeClose, (id2, 0, _deadline(), "", _consent(id2, 0))));
+        pc.cooperativeClose(id, 400, _deadline(), _voucher(id, 400), _consent(id, 400));
+        _assertTrue(t.attempted() && t.reentrySucceeded(), "re-entrant close ran");
+        _assertTrue(pc.getChannel(id2).status == PaymentChannels.Status.Closed, "other channel closed");
+        // the hook (a nested close with its own transfer) may not fit the first payout's budget:
+        // then that payout is deferred and the hook runs on the second; either way the books hold
+        uint256 payeeOwed = pc.owed(payee, address(t));
+        uint256 payerOwed = pc.owed(payer, address(t));
+        _assertEq(t.balanceOf(payee) + payeeOwed, 400, "payee paid once");
+        _assertEq(t.balanceOf(payer) + payerOwed, 600 + 1000, "payer refunded both");
+        _assertEq(t.balanceOf(address(pc)), payeeOwed + payerOwed, "the contract holds exactly what it owes");
+    }
+
+    function test_reentrancy_reclosingTheSameChannelDuringPayoutFails() public {
+        ReentrantToken t = new ReentrantToken();
+        bytes32 id = _openReentrant(t, 1000);
+        t.arm(address(pc), abi.encodeCall(PaymentChannels.cooperativeClose, (id, 1000, _deadline(), _voucher(id, 1000), _consent(id, 1000))));
+        vm.prank(payee);
+        pc.closeByPayee(id, 400, _voucher(id, 400));
+        _assertTrue(t.attempted() && !t.reentrySucceeded(), "re-close refused");
+        _assertTrue(
+            t.reentryReturnHash()
+                == keccak256(abi.encodeWithSelector(PaymentChannels.ChannelNotOpen.selector, id, PaymentChannels.Status.Closed)),
+            "already closed when the payout ran"
+        );
+        _assertEq(t.balanceOf(payee), 400, "payee");
+        _assertEq(t.balanceOf(payer), 600, "payer");
     }
 
     function test_reentrancy_claimReplayDuringPayoutPaysNothing() public {
@@ -817,7 +890,7 @@ contract PaymentChannelsTest is Base {
         pc.claim(id, 400, v);
         _assertTrue(t.attempted() && !t.reentrySucceeded(), "replay failed");
         _assertTrue(
-            bytes4(t.reentryRevertData()) == PaymentChannels.NothingToClaim.selector, "state was already written"
+            t.reentrySelector() == PaymentChannels.NothingToClaim.selector, "state was already written"
         );
         _assertEq(t.balanceOf(payee), 400, "paid once");
     }
@@ -830,9 +903,9 @@ contract PaymentChannelsTest is Base {
         vm.prank(payer);
         t.approve(address(pc), 1000);
         // the token hook opens a second channel (as itself) while the first open pulls
-        t.arm(address(pc), abi.encodeCall(PaymentChannels.open, (payee, address(t), 500, CP, ZERO)));
+        t.arm(address(pc), abi.encodeCall(PaymentChannels.open, (payee, address(t), 500, CP, ZERO, NO_SIGNER)));
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(PaymentChannels.FeeOnTransferToken.selector, address(t), 1000, 1500));
-        pc.open(payee, address(t), 1000, CP, ZERO);
+        pc.open(payee, address(t), 1000, CP, ZERO, NO_SIGNER);
     }
 }

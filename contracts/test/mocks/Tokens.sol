@@ -113,13 +113,16 @@ contract FalseReturnToken is OddTokenBase {
 }
 
 /// @notice ERC-20 that calls back into a target (PaymentChannels) during transfer and
-/// transferFrom, and records what the re-entrant call returned.
+/// transferFrom, and records what the re-entrant call returned. The records fit the payout gas
+/// budget (a transfer from PaymentChannels gets PAYOUT_GAS): the flags share the target's slot
+/// and the revert data is kept as its hash.
 contract ReentrantToken is ERC20 {
     address public target;
-    bytes public callData;
     bool public attempted;
     bool public reentrySucceeded;
-    bytes public reentryRevertData;
+    bytes4 public reentrySelector;
+    bytes32 public reentryReturnHash;
+    bytes public callData;
 
     constructor() ERC20("Reentrant", "REE") {}
 
@@ -142,11 +145,12 @@ contract ReentrantToken is ERC20 {
         super._update(from, to, value);
         address t = target;
         if (t != address(0) && from != address(0)) {
-            target = address(0);
-            attempted = true;
+            target = address(0); // disarm first: the re-entrant call may transfer again
             (bool ok, bytes memory ret) = t.call(callData);
+            attempted = true;
             reentrySucceeded = ok;
-            reentryRevertData = ret;
+            reentrySelector = bytes4(ret);
+            reentryReturnHash = keccak256(ret);
         }
     }
 }
