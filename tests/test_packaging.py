@@ -331,12 +331,14 @@ def test_installed_cli_deploys_and_serves_from_an_empty_directory(service: Servi
     with httpx.Client(base_url=service.url, timeout=10) as http:
         info = http.get("/v1/info")
         assert info.status_code == 200
-        assert info.json() | {"version": None} == {  # the domain version is v2's business
-            "chain_id": CHAIN_ID,
-            "contract": Web3.to_checksum_address(service.contract),
-            "payees": [Web3.to_checksum_address(_address(ANVIL_KEYS[2]))],
-            "version": None,
-        }
+        body = info.json()
+        assert body["version"] == "2"
+        assert body["chain_id"] == CHAIN_ID
+        assert body["contract"] == Web3.to_checksum_address(service.contract)
+        assert body["payees"] == [Web3.to_checksum_address(_address(ANVIL_KEYS[2]))]
+        assert body["tokens"] == [{"address": "0x" + "0" * 40, "symbol": "ETH", "decimals": 18,
+                                   "min_deposit": "0"}]
+        assert isinstance(body["min_challenge_period"], int)
         assert http.get("/healthz").json() == {"status": "ok", "database": "ok", "node": "ok"}
         metrics = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert metrics.status_code == 200
