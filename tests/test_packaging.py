@@ -347,12 +347,6 @@ def test_installed_cli_deploys_and_serves_from_an_empty_directory(service: Servi
     assert (service.workdir / ".piecework" / "piecework.db").is_file()
 
 
-# The Python chain client is still v1 (branch v2-py rewrites it) while the contract is v2:
-# ``open`` then cannot read the channel back. Only that known mismatch is tolerated here.
-_V1_AGAINST_V2 = ("too many values to unpack", "Could not identify the intended function",
-                  "MismatchedABI")
-
-
 @pytest.mark.integration
 def test_installed_cli_opens_a_channel_and_pays_the_service(service: Service) -> None:
     payer_env = _clean_env(PIECEWORK_RPC_URL=service.node.url,
@@ -360,10 +354,8 @@ def test_installed_cli_opens_a_channel_and_pays_the_service(service: Service) ->
                            PIECEWORK_PRIVATE_KEY=ANVIL_KEYS[1],
                            PIECEWORK_DATABASE_URL=f"sqlite:///{service.workdir / 'payer.db'}")
     opened = _run(service.installed.piecework, "open", "--payee", _address(ANVIL_KEYS[2]),
-                  "--amount", "1000000000000000", "--challenge-period", "7200",
+                  "--amount", "1000000000000000", "--challenge-period", "86400",
                   cwd=service.workdir, env=payer_env)
-    if opened.returncode != 0 and any(s in opened.stderr for s in _V1_AGAINST_V2):
-        pytest.xfail("v1 Python chain client against the v2 contract (until branch v2-py)")
     assert opened.returncode == 0, opened.stderr
     channel_id = opened.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"0x[0-9a-f]{64}", channel_id), opened.stdout
@@ -379,3 +371,26 @@ def _address(key: str) -> str:
     from eth_account import Account
 
     return str(Account.from_key(key).address)
+
+
+@pytest.mark.integration
+def test_an_independent_js_client_pays_the_installed_service(service: Service) -> None:
+    """tests/js/service_session.js, written from PROTOCOL.md alone, against the wheel's service.
+
+    It opens a channel with its own voucher signer, pays three tasks the freelancer requested,
+    verifies each receipt, lists them with an Access signature and closes cooperatively.
+    """
+    node = REPO_ROOT / "node_modules" / ".bin" / "node"
+    if not node.exists():
+        pytest.skip("npm ci has not run: node_modules/.bin/node is missing")
+    session = _run(str(node), str(REPO_ROOT / "tests" / "js" / "service_session.js"),
+                   cwd=service.workdir,
+                   env=_clean_env(RPC_URL=service.node.url, SERVICE_URL=service.url,
+                                  PAYER_KEY=ANVIL_KEYS[3], OPERATOR_TOKEN=TOKEN))
+    assert session.returncode == 0, session.stderr[-3000:]
+    seen = json.loads(session.stdout.strip().splitlines()[-1])
+    total = 1_000_000_000_000 + 2_500_000_000_000 + 7
+    assert seen["receipts_verified"] == seen["receipts_listed"] == seen["paid_tasks"] == 3, seen
+    assert int(seen["cumulative"]) == int(seen["consent_amount"]) == total
+    assert int(seen["payee_total"]) == total
+    assert int(seen["payer_refund"]) == 10**16 - total

@@ -60,7 +60,8 @@ def test_one_process_exposes_process_python_and_gc_metrics(twin: Twin) -> None:
     assert not [name for name, _ in samples if name.endswith("_created")]
 
 
-@pytest.mark.parametrize(("header", "status"), [({}, 401), ({"Authorization": "Bearer wrong"}, 403)])
+@pytest.mark.parametrize(("header", "status"),
+                         [({}, 401), ({"Authorization": "Bearer wrong"}, 403)])
 def test_metrics_need_the_operator_token(twin: Twin, header: dict[str, str], status: int) -> None:
     # v2: no credentials is 401, credentials that are not the operator's are 403.
     assert twin.client.get("/metrics", headers=header).status_code == status
