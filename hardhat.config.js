@@ -13,8 +13,8 @@ const deep = process.env.PIECEWORK_FUZZ_PROFILE === "deep";
 
 // One compiler configuration for every build profile. Hardhat builds with the `production`
 // profile for Ignition deployments; left implicit, that profile compiles with its own defaults
-// (optimizer runs 200, no viaIR) and overwrites artifacts/ with bytecode that is neither the one
-// tested nor the one in the gas table.
+// (optimizer runs 200, no viaIR, each file in isolation) and overwrites artifacts/ with bytecode
+// that is neither the one tested nor the one in the gas table, recompiling everything first.
 const compiler = {
   version: SOLC_VERSION,
   path: soljson,
@@ -28,7 +28,7 @@ const compiler = {
 export default {
   plugins: [hardhatIgnition],
   solidity: {
-    profiles: { default: compiler, production: compiler },
+    profiles: { default: compiler, production: { ...compiler, isolated: false } },
   },
   test: {
     solidity: {
