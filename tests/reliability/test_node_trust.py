@@ -128,7 +128,8 @@ def _store(tmp_path: Path, name: str = "mirror") -> PayeeStore:
 def _service(store: PayeeStore, accounts: Accounts, deployment: Deployment,
              reader: ChainClient, confirmations: int = 1) -> PayeeService:
     return PayeeService(store, Signer(bytes(accounts.payee.key)), domain_of(deployment),
-                        ChainChannelSource(reader, confirmations=confirmations),
+                        ChainChannelSource(reader, confirmations) if confirmations > 1
+                        else ChainChannelSource(reader),
                         min_challenge_period=60)
 
 
@@ -277,7 +278,10 @@ def test_reorg_resumes_after_the_common_ancestor(
         mine(w3, 1)
         watcher.poll_once()
     head = w3.eth.block_number
-    rpc(w3, "anvil_reorg", 3, [])
+    # Re-mined empty blocks could hash the same: the new branch's first block holds a tx.
+    third = accounts.third.address
+    rpc(w3, "anvil_reorg", 3, [[{"from": third, "to": third, "value": 1, "gas": 21_000,
+                                 "nonce": w3.eth.get_transaction_count(third)}, 0]])
     result = watcher.poll_once()
     assert result.reorg
     # The last 3 blocks changed; the block before them is the common ancestor.
@@ -286,32 +290,42 @@ def test_reorg_resumes_after_the_common_ancestor(
            fixed_rewind_would_be=head - 64)
 
 
-def test_a_reorg_during_following_is_not_mirrored(
+def test_a_reorg_while_following_cannot_hide_a_close(
     make_client: MakeClient, accounts: Accounts, deployment: Deployment, w3: Web3,
     tmp_path: Path,
 ) -> None:
-    """The block hash is pinned before getLogs: logs from one branch and reads from another
-    never mix into a saved cursor."""
+    """The block hash is pinned before getLogs. Here the followed block is replaced, between
+    the logs and the cursor write, by one holding the payer's ``startClose``: logs of the old
+    branch must not be saved as the new branch's cursor (the close would never be seen)."""
     payer = make_client(accounts.payer)
-    cid = payer.open(accounts.payee.address, 1000, challenge_period=PERIOD,
+    cid = payer.open(accounts.payee.address, DEPOSIT, challenge_period=PERIOD,
                      salt=os.urandom(32))[0]
     store = _store(tmp_path)
+    service = _service(store, accounts, deployment, make_client())
+    _pay(service, accounts, deployment, cid, 7000)
     reader = make_client(accounts.payee)
+    watcher = Watcher(reader, store, frozenset({accounts.payee.address}),
+                      policy=ClaimPolicy(default_threshold=10**30))
+    assert watcher.poll_once().sent == ()
+    mine(w3, 1)  # the block the next poll follows
     real_get_events = reader.get_events
+    close = payer.contract.functions.startClose(cid)._encode_transaction_data()
 
     def get_events_then_reorg(*args: Any, **kwargs: Any) -> Any:
         events = real_get_events(*args, **kwargs)
-        rpc(w3, "anvil_reorg", 1, [])  # between the logs and the reads
+        nonce = w3.eth.get_transaction_count(accounts.payer.address)
+        rpc(w3, "anvil_reorg", 1, [[{"from": accounts.payer.address, "to": deployment.channels,
+                                     "data": close, "nonce": nonce, "gas": 200_000}, 0]])
         return events
 
     reader.get_events = get_events_then_reorg  # type: ignore[method-assign]
-    watcher = Watcher(reader, store, frozenset({accounts.payee.address}))
-    result = watcher.poll_once()
-    assert result.follow_error is not None and "changed" in result.follow_error
-    assert store.cursor("watcher") is None
+    first = watcher.poll_once()
     reader.get_events = real_get_events  # type: ignore[method-assign]
+    assert payer.get_channel(cid).status is ChannelStatus.CLOSING  # the hidden close
     watcher.poll_once()
-    assert store.channel(cid) is None or payer.get_channel(cid).status is not ChannelStatus.NONE
+    assert payer.get_channel(cid).claimed == 7000
+    record("node-trust/reorg-while-following", follow_error=first.follow_error is not None,
+           defended=True)
 
 
 # --- item 9: several endpoints, a stalled node, the wrong chain --------------------------------
