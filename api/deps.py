@@ -18,6 +18,7 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 from fastapi.security.http import HTTPBase
 from sqlalchemy.engine import Engine
 
+from api.chainstatus import ChainStatus
 from api.problems import ProblemError
 from api.schemas import ChannelIdPath
 from channel.config import Settings
@@ -59,6 +60,8 @@ class Runtime:
     claim: Callable[[bytes, int, bytes], bytes] | None = None
     """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""
     tokens: tuple[AcceptedToken, ...] = ()
+    chain_status: Callable[[], ChainStatus] | None = None
+    """Head age and the watcher's lag (``api.chainstatus``); None without a chain client."""
 
 
 async def get_runtime(request: Request) -> Runtime:

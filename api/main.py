@@ -9,6 +9,7 @@ leadership (``api.leader``), so exactly one watcher acts across workers and repl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from api.chainstatus import read_status
 from api.deps import AcceptedToken, Runtime
 from api.leader import LeaderElector, lock_for_database, migration_lock
 from api.middleware import RequestGuard
@@ -27,7 +29,7 @@ from api.schemas import problem_docs
 from channel.config import Settings
 from channel.errors import ConfigError, PieceworkError
 from channel.keys import SigningKey, load_key
-from channel.messages import MAX_UINT256, ZERO_ADDRESS, Domain
+from channel.messages import DOMAIN_NAME, DOMAIN_VERSION, MAX_UINT256, ZERO_ADDRESS, Domain
 from channel.payee import ChannelSource, GroupCommitter, PayeeService, TokenInfo
 from channel.signing import Signer
 from channel.state import ChannelStatus, OnchainChannel
@@ -49,11 +51,17 @@ class ChainChannelSource:
     ``NONE``-status channel instead of None.
     """
 
-    def __init__(self, chain: Any) -> None:
+    def __init__(self, chain: Any, confirmations: int = 1) -> None:
         self._chain = chain
+        self._confirmations = max(1, confirmations)
 
     def get(self, channel_id: bytes) -> OnchainChannel | None:
-        channel: OnchainChannel = self._chain.get_channel(channel_id)
+        """The channel as of the newest *confirmed* block (``confirmations`` deep), the same
+        depth the watcher mirrors at: a top-up a reorg may still remove buys nothing yet."""
+        block: int | str = "latest"
+        if self._confirmations > 1:
+            block = max(0, int(self._chain.block_number()) - self._confirmations + 1)
+        channel: OnchainChannel = self._chain.get_channel(channel_id, block)
         return None if channel.status is ChannelStatus.NONE else channel
 
     def chain_time(self) -> int:
@@ -135,9 +143,12 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         chain = ChainClient.from_url(
             settings.rpc_url, contract, account=key.account, confirmations=settings.confirmations
         )
-        source = ChainChannelSource(chain)
+        source = ChainChannelSource(chain, settings.confirmations)
     # A configured chain id lets the service start while the node is down (uncached channels
-    # then answer 503); without one the node must answer now.
+    # then answer 503); without one the node must answer now. A node that answers must serve
+    # that chain and that contract.
+    if chain is not None:
+        _verify_chain(settings, chain, contract)
     if settings.chain_id is not None:
         chain_id = settings.chain_id
     elif chain is not None:
@@ -169,6 +180,7 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         committer=GroupCommitter(service) if group_commit else None,
         claim=(lambda c, amount, sig: chain.claim(c, amount, sig).tx_hash) if chain else None,
         tokens=tokens,
+        chain_status=(lambda: read_status(chain, store)) if chain is not None else None,
     )
     if chain is None or not overrides.start_watcher:
         return runtime, None
@@ -176,7 +188,7 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
     from channel.watcher import ClaimPolicy, Watcher  # noqa: PLC0415
 
     watcher = Watcher(
-        chain,
+        _watcher_chain(settings, chain),
         store,
         frozenset({signer.address}),
         confirmations=max(1, settings.confirmations),
@@ -185,10 +197,67 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
             default_threshold=settings.claim_min_unclaimed or MAX_UINT256 + 1,
             max_age=float(settings.claim_max_age_seconds or "inf"),
         ),
+        start_block=settings.deployment_block,
     )
     # The elector owns leadership; the watcher's own lock stays the always-held default.
     elector = LeaderElector(lock_for_database(settings.database_url), watcher.run)
     return runtime, elector
+
+
+def _verify_chain(settings: Settings, chain: Any, contract: str) -> None:
+    """Refuse to start on the wrong chain: every reachable endpoint must serve the configured
+    chain id (or, without one, the same chain), and the contract's EIP-712 domain must be
+    PaymentChannels v2 on that chain at that address. An unreachable node is only logged when
+    PIECEWORK_CHAIN_ID is set (the service may start while the node is down)."""
+    from channel.chain import connect, split_urls  # noqa: PLC0415 - web3 is slow to import
+
+    expected = settings.chain_id
+    urls = split_urls(settings.rpc_url)
+    if settings.watcher_rpc_url:
+        urls += split_urls(settings.watcher_rpc_url)
+    seen: dict[str, int] = {}
+    for url in urls:
+        try:
+            seen[url] = int(connect(url, timeout=5.0).eth.chain_id)
+        except Exception as exc:  # unreachable: judged below, and failover covers it later
+            log.warning("node %s unreachable at start: %s", url, type(exc).__name__)
+    if not seen:
+        if expected is None:
+            raise ConfigError(f"no node answers at {', '.join(urls)} and PIECEWORK_CHAIN_ID is "
+                              "not set")
+        return
+    for url, chain_id in seen.items():
+        want = expected if expected is not None else next(iter(seen.values()))
+        if chain_id != want:
+            origin = "PIECEWORK_CHAIN_ID is" if expected is not None else "the first node serves"
+            raise ConfigError(f"{origin} chain {want} but the node at {url} serves chain "
+                              f"{chain_id}: refusing to start")
+    chain_id = next(iter(seen.values()))
+    try:
+        domain = chain.eip712_domain()
+    except Exception as exc:
+        raise ConfigError(f"no PaymentChannels contract at {contract} on chain {chain_id} "
+                          f"(eip712Domain() failed: {type(exc).__name__})") from None
+    wanted = {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
+              "verifyingContract": contract}
+    got = {k: domain.get(k) for k in wanted}
+    if str(got["verifyingContract"]).lower() == contract.lower():
+        got["verifyingContract"] = contract
+    if got != wanted:
+        raise ConfigError(f"the contract at {contract} signs for EIP-712 domain {got}, not "
+                          f"{wanted}: refusing to start")
+
+
+def _watcher_chain(settings: Settings, chain: Any) -> Any:
+    """The watcher's client: its own endpoint(s) when PIECEWORK_WATCHER_RPC_URL is set, so
+    payment traffic cannot use up its quota; the same nonces as the service's client."""
+    if not settings.watcher_rpc_url:
+        return chain
+    from channel.chain import connect  # noqa: PLC0415 - web3 is slow to import
+
+    own = dataclasses.replace(chain, w3=connect(settings.watcher_rpc_url))
+    own._nonces = chain._nonces  # one nonce owner per key: never two counters
+    return own
 
 
 def create_app(settings: Settings | None = None, overrides: Overrides | None = None) -> FastAPI:

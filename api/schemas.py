@@ -360,6 +360,13 @@ class Health(_Out):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "down"]
     node: Literal["ok", "down"]
+    head_block: int | None = None
+    head_age_seconds: float | None = Field(
+        None, description="Seconds since the node's latest block was made.")
+    mirror_block: int | None = Field(None, description="The watcher's last followed block.")
+    mirror_lag_blocks: int | None = None
+    mirror_lag_seconds: int | None = Field(
+        None, description="Block time between the watcher's cursor and the latest block.")
 
 
 class Problem(BaseModel):

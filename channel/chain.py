@@ -29,7 +29,7 @@ import requests
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
+from eth_typing import URI, ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -69,6 +69,7 @@ __all__ = [
     "Claimed",
     "CloseStarted",
     "ErrorDecoder",
+    "FailoverHTTPProvider",
     "LogMeta",
     "NonceManager",
     "OnchainChannel",
@@ -80,7 +81,9 @@ __all__ = [
     "channel_id_for",
     "connect",
     "find_artifact",
+    "is_too_large",
     "load_artifact",
+    "split_urls",
 ]
 
 log = logging.getLogger(__name__)
@@ -297,6 +300,30 @@ def channel_id_for(payer: str, payee: str, token: str, salt: bytes) -> bytes:
     )
 
 
+# Channel ids per eth_getLogs topic filter (an OR list); providers accept a few hundred.
+_IDS_PER_QUERY = 200
+
+# What providers answer when an eth_getLogs query is too big (Infura/Alchemy/QuickNode result
+# caps, block-range caps, response-size limits, geth's and erigon's timeouts).
+_TOO_LARGE = (
+    "more than", "too many", "limit exceeded", "exceeds", "too large", "block range",
+    "range is too", "response size", "query timeout", "log response size",
+)
+
+
+def is_too_large(exc: BaseException) -> bool:
+    """Did the node refuse an ``eth_getLogs`` because of its size (so a smaller one may pass)?"""
+    response = getattr(exc, "rpc_response", None)
+    error = response.get("error") if isinstance(response, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    text = str(error.get("message", "")) if isinstance(error, dict) else str(exc)
+    return code == -32005 or any(part in text.lower() for part in _TOO_LARGE)
+
+
+def _address_topic(address: str) -> str:
+    return "0x" + "00" * 12 + _address(address)[2:].lower()
+
+
 def _address(value: str) -> ChecksumAddress:
     try:
         return to_checksum_address(value)
@@ -433,16 +460,72 @@ class NonceManager:
 RPC_RETRIES = 1
 
 
-def connect(rpc_url: str, *, timeout: float = 10.0) -> Web3:
+def split_urls(rpc_url: str | Sequence[str]) -> list[str]:
+    """``"http://a,http://b"`` (or a list) -> the endpoints in order; ConfigError when empty."""
+    parts = rpc_url.split(",") if isinstance(rpc_url, str) else list(rpc_url)
+    urls = [u.strip() for u in parts if u.strip()]
+    if not urls:
+        raise ConfigError(f"no JSON-RPC URL in {rpc_url!r}")
+    return urls
+
+
+class FailoverHTTPProvider(HTTPProvider):
+    """An HTTP provider over several endpoints of the same chain.
+
+    A request that fails in transport (refused, timed out, HTTP 429/5xx) is sent to the next
+    endpoint; the one that answered becomes the current one, so a dead node costs one failed
+    request, not one per call. JSON-RPC errors (a revert, a refused query) are answers and are
+    returned as they are.
+    """
+
+    def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        self.endpoints = list(urls)
+        self._current = 0
+        self._switch = threading.Lock()
+        super().__init__(self.endpoints[0], **kwargs)
+
+    def _make_request(self, method: Any, request_data: bytes) -> bytes:
+        with self._switch:
+            start = self._current
+        failure: BaseException | None = None
+        for step in range(len(self.endpoints)):
+            index = (start + step) % len(self.endpoints)
+            url = self.endpoints[index]
+            try:
+                raw: bytes = self._request_session_manager.make_post_request(
+                    URI(url), request_data, **self.get_request_kwargs())
+            except (ConnectionError, requests.ConnectionError, requests.Timeout,
+                    requests.HTTPError) as exc:
+                failure = exc
+                if len(self.endpoints) > 1:
+                    log.warning("node %s failed %s (%s); trying the next endpoint", url,
+                                method, type(exc).__name__)
+                continue
+            if index != start:
+                with self._switch:
+                    self._current = index
+                    self.endpoint_uri = URI(url)
+            return raw
+        assert failure is not None
+        raise failure
+
+
+def connect(rpc_url: str | Sequence[str], *, timeout: float = 10.0) -> Web3:
     """A Web3 over HTTP with a timeout on every request (about ``2 * timeout`` per call at
-    most, retry included)."""
+    most, retry included). Several endpoints (a comma-separated string or a list) fail over
+    to each other in order (:class:`FailoverHTTPProvider`)."""
+    urls = split_urls(rpc_url)
+    if len(urls) > 1:
+        # Failover replaces web3's retries: the next node is the retry.
+        return Web3(FailoverHTTPProvider(urls, request_kwargs={"timeout": timeout},
+                                         exception_retry_configuration=None))
     # The same errors web3 retries by default (and its default method allowlist).
     retry = ExceptionRetryConfiguration(
         errors=(ConnectionError, requests.HTTPError, requests.Timeout),
         retries=RPC_RETRIES,
         backoff_factor=0.1,
     )
-    return Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
+    return Web3(HTTPProvider(urls[0], request_kwargs={"timeout": timeout},
                              exception_retry_configuration=retry))
 
 
@@ -502,7 +585,7 @@ class ChainClient:
     @classmethod
     def from_url(
         cls,
-        rpc_url: str,
+        rpc_url: str | Sequence[str],
         address: str,
         *,
         account: LocalAccount | None = None,
@@ -606,13 +689,32 @@ class ChainClient:
         erc20 = self.w3.eth.contract(address=_address(token), abi=_ERC20_ABI)
         return int(self._call("balanceOf", erc20.functions.balanceOf(addr).call))
 
-    def get_channel(self, channel_id: bytes, block: int | str = "latest") -> OnchainChannel:
+    def get_channel(
+        self, channel_id: bytes, block: int | str | bytes = "latest"
+    ) -> OnchainChannel:
+        """``getChannel`` at ``block``: a number, a tag, or a block hash (EIP-1898: the node
+        answers for exactly that block, or fails if a reorg removed it)."""
         cid = _bytes32(channel_id, "channel id")
-        raw = self._call(
-            "getChannel",
-            lambda: self.contract.functions.getChannel(cid).call(block_identifier=cast(Any, block)),
-        )
+        fn = self.contract.functions.getChannel(cid)
+        if isinstance(block, bytes):
+            return _to_channel(cid, self._call_at_hash("getChannel", fn, block))
+        raw = self._call("getChannel", lambda: fn.call(block_identifier=cast(Any, block)))
         return _to_channel(cid, raw)
+
+    def _call_at_hash(self, what: str, fn: Any, block_hash: bytes) -> Any:
+        """``eth_call`` of a view at exactly ``block_hash`` (EIP-1898). web3's own
+        ``block_identifier`` turns a hash back into a number, which a reorg can re-point."""
+        tx = {"to": self.address, "data": fn._encode_transaction_data()}
+        at = {"blockHash": "0x" + _bytes32(block_hash, "block hash").hex()}
+        try:
+            raw = self._call(what, lambda: self.w3.manager.request_blocking(
+                cast(Any, "eth_call"), [tx, at]))
+        except Web3RPCError as exc:
+            raise ChainError(f"{what} at block 0x{block_hash.hex()} failed on {self.url}: "
+                             f"{exc}", block_hash="0x" + block_hash.hex()) from None
+        types = [_abi_type(o) for o in fn.abi["outputs"]]
+        values = abi_decode(types, bytes(HexBytes(raw)))
+        return values[0] if len(values) == 1 else values
 
     def channel_id_onchain(self, payer: str, payee: str, token: str, salt: bytes) -> bytes:
         """The contract's own ``channelId`` (pure), to check :func:`channel_id_for` against."""
@@ -845,13 +947,99 @@ class ChainClient:
 
     # -- events --
 
-    def get_events(self, from_block: int, to_block: int) -> list[ChannelEvent]:
-        """Decode every log of this contract in ``[from_block, to_block]``, in chain order."""
-        logs = self._call("eth_getLogs", lambda: self.w3.eth.get_logs({
-            "address": _address(self.address), "fromBlock": from_block, "toBlock": to_block}))
-        out = [ev for ev in (self.decode_log(dict(lg)) for lg in logs) if ev is not None]
+    def get_events(
+        self,
+        from_block: int,
+        to_block: int,
+        *,
+        payees: Sequence[str] | None = None,
+        channel_ids: Sequence[bytes] = (),
+    ) -> list[ChannelEvent]:
+        """Decode the logs of this contract in ``[from_block, to_block]``, in chain order.
+
+        Without ``payees`` every log of the contract. With ``payees`` only what concerns them:
+        ``ChannelOpened`` whose indexed ``payee`` is one of them, every event of those channels
+        and of ``channel_ids`` (the first indexed topic is the channel id), and their
+        ``PaymentDeferred``/``Withdrawn``. On a busy shared contract that keeps each query far
+        below a provider's result cap. A query the node refuses as too large (result cap,
+        block-range cap, response size) is split in halves until it passes.
+        """
+        if payees is None:
+            logs = self._logs({}, from_block, to_block)
+        else:
+            payee_topics = [_address_topic(p) for p in payees]
+            opened_topic = self._event_topic("ChannelOpened")
+            logs = self._logs({"topics": [opened_topic, None, None, payee_topics]},
+                              from_block, to_block)
+            ids = {"0x" + _bytes32(c, "channel id").hex() for c in channel_ids}
+            ids.update("0x" + bytes(lg["topics"][1]).hex() for lg in logs)
+            ordered = sorted(ids)
+            for i in range(0, len(ordered), _IDS_PER_QUERY):
+                logs.extend(self._logs({"topics": [None, ordered[i:i + _IDS_PER_QUERY]]},
+                                       from_block, to_block))
+            account_events = [self._event_topic("PaymentDeferred"),
+                              self._event_topic("Withdrawn")]
+            logs.extend(self._logs({"topics": [account_events, payee_topics]},
+                                   from_block, to_block))
+        seen: set[tuple[int, int]] = set()
+        out: list[ChannelEvent] = []
+        for lg in logs:
+            ev = self.decode_log(dict(lg))
+            if ev is None or (ev.meta.block_number, ev.meta.log_index) in seen:
+                continue
+            seen.add((ev.meta.block_number, ev.meta.log_index))
+            out.append(ev)
         out.sort(key=lambda e: (e.meta.block_number, e.meta.log_index))
         return out
+
+    def _event_topic(self, name: str) -> str:
+        for topic, item in self._topics.items():
+            if item.get("name") == name:
+                return "0x" + topic.hex()
+        raise ConfigError(f"the contract ABI has no event {name}")
+
+    def _logs(self, extra: dict[str, Any], start: int, end: int) -> list[Any]:
+        """``eth_getLogs`` of this contract over ``[start, end]``, halving refused ranges."""
+        query = {"address": _address(self.address), "fromBlock": start, "toBlock": end, **extra}
+        try:
+            return list(self._call("eth_getLogs",
+                                   lambda: self.w3.eth.get_logs(cast(Any, query))))
+        except Web3RPCError as exc:
+            if not is_too_large(exc) or start >= end:
+                raise ChainError(f"eth_getLogs [{start}, {end}] refused by {self.url}: {exc}",
+                                 from_block=start, to_block=end) from None
+        middle = (start + end) // 2
+        log.info("eth_getLogs [%d, %d] too large for %s: splitting", start, end, self.url)
+        return self._logs(extra, start, middle) + self._logs(extra, middle + 1, end)
+
+    def deployment_block(self) -> int:
+        """The first block at which the contract has code (binary search over ``eth_getCode``).
+
+        Needs a node that serves historic state; ``ChainError`` otherwise (then configure
+        ``PIECEWORK_DEPLOYMENT_BLOCK``). ``ConfigError`` when there is no contract at all.
+        """
+        address = _address(self.address)
+
+        def has_code(block: int) -> bool:
+            return len(self._call("eth_getCode",
+                                  lambda: self.w3.eth.get_code(address, block))) > 0
+
+        high = self.block_number()
+        if not has_code(high):
+            raise ConfigError(f"no contract at {address} on {self.url}: check "
+                              "PIECEWORK_CONTRACT_ADDRESS and PIECEWORK_RPC_URL")
+        low = 0
+        try:
+            while low < high:
+                middle = (low + high) // 2
+                if has_code(middle):
+                    high = middle
+                else:
+                    low = middle + 1
+        except Web3RPCError as exc:
+            raise ChainError(f"{self.url} cannot read historic code ({exc}): set "
+                             "PIECEWORK_DEPLOYMENT_BLOCK") from None
+        return low
 
     def channel_history(
         self, channel_id: bytes, from_block: int = 0, to_block: int | str = "latest"

@@ -52,7 +52,14 @@ class Settings(BaseSettings):
     )
 
     rpc_url: str = Field(
-        "http://127.0.0.1:8545", description="JSON-RPC endpoint of the Ethereum node."
+        "http://127.0.0.1:8545",
+        description="JSON-RPC endpoint of the Ethereum node; several comma-separated URLs of "
+        "the same chain fail over to each other in order.",
+    )
+    watcher_rpc_url: str | None = Field(
+        None,
+        description="The watcher's own endpoint(s) (comma-separated), so payment traffic "
+        "cannot use up its quota; unset: the watcher uses PIECEWORK_RPC_URL.",
     )
     contract_address: str | None = Field(
         None,
@@ -92,6 +99,18 @@ class Settings(BaseSettings):
     )
     confirmations: int = Field(
         1, ge=0, description="Blocks a chain event needs on top of it before it is acted on."
+    )
+    deployment_block: int | None = Field(
+        None,
+        ge=0,
+        description="Block the contract was deployed in: the watcher follows from there. "
+        "Unset: found with eth_getCode (needs a node with historic state), else 0.",
+    )
+    max_head_age: int = Field(
+        0,
+        ge=0,
+        description="/healthz answers 503 when the node's latest block is older than this many "
+        "seconds (a stalled node); 0 only reports the age (dev chains mine on demand).",
     )
     claim_min_unclaimed: int = Field(
         0,

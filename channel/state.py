@@ -85,7 +85,9 @@ __all__ = [
     "transition",
 ]
 
-DEFAULT_MIN_CHALLENGE_PERIOD: Final = 3600
+# 24 h: an L2 sequencer outage (hours, not minutes, have happened) stops the payee's claim from
+# landing while the challenge period keeps running; a day leaves room to ride one out.
+DEFAULT_MIN_CHALLENGE_PERIOD: Final = 86_400
 
 
 class ChannelStatus(enum.IntEnum):

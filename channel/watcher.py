@@ -39,7 +39,13 @@ from channel.chain import (
     Claim,
     PreconditionFailed,
 )
-from channel.errors import ChainError, ConfigError, ContractRevert, PieceworkError
+from channel.errors import (
+    ChainError,
+    ConfigError,
+    ContractRevert,
+    NodeUnavailable,
+    PieceworkError,
+)
 from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
 from channel.store import PayeeStore, make_engine, metadata, migrate
 
@@ -115,6 +121,9 @@ class PollResult:
     events: tuple[ChannelEvent, ...] = ()
     reorg: bool = False
     sent: tuple[SentTx, ...] = ()
+    follow_error: str | None = None
+    """Following failed this poll (node trouble): the act step still ran on the mirror, with
+    our live channels re-read directly."""
 
 
 @dataclass
@@ -128,9 +137,14 @@ class Watcher:
     policy: ClaimPolicy = field(default_factory=ClaimPolicy)
     lock: Lock = field(default_factory=NoLock)
     cursor_name: str = "watcher"
-    start_block: int = 0
+    start_block: int | None = None
+    """First block to follow without a cursor; None: the contract's deployment block, found
+    once with ``eth_getCode`` (0 when the node cannot tell)."""
     max_range: int = 2_000
     rewind_depth: int = 64
+    checkpoints: int = 32
+    """Recent (block, hash) pairs kept besides the cursor, to find the common ancestor of a
+    reorg instead of rewinding a fixed depth."""
     clock: Callable[[], float] = time.time
     report: Callable[[str], None] | None = None
     close_on_defend: bool = False
@@ -168,15 +182,32 @@ class Watcher:
     def poll_once(self) -> PollResult:
         if not (self.lock.held() or self.lock.try_acquire()):
             return PollResult(leader=False)
-        reorg, first = self._check_cursor()
-        head = self.chain.block_number()
-        safe = head - self.confirmations + 1
+        first = reorg = None
         events: list[ChannelEvent] = []
-        start = first
-        while start <= safe:
-            end = min(safe, start + self.max_range - 1)
-            events.extend(self._follow(start, end))
-            start = end + 1
+        try:
+            reorg, first = self._check_cursor()
+            head = self.chain.block_number()
+            safe = head - self.confirmations + 1
+            start = first
+            while start <= safe:
+                end = min(safe, start + self.max_range - 1)
+                events.extend(self._follow(start, end))
+                start = end + 1
+        except ChainError as exc:
+            if isinstance(exc, ContractRevert):  # pragma: no cover - reads do not revert
+                raise
+            # Following lags (a refused getLogs, a node hiccup): defences must not wait for
+            # it. Re-read our live channels directly, then act on the mirror.
+            self._say(f"following failed: {exc}; acting on the mirror")
+            cursor = self.store.cursor(self.cursor_name)
+            followed = cursor[0] if cursor is not None else -1
+            try:
+                self._refresh_live(self.chain.block_number() - self.confirmations + 1)
+            except ChainError as again:
+                log.warning("re-reading live channels failed too: %s", again)
+            sent = self._act(followed)
+            return PollResult(True, first, None, tuple(events), bool(reorg), tuple(sent),
+                              follow_error=str(exc))
         # The mirror now reflects every block up to here (the cursor if nothing was new).
         sent = self._act(max(first - 1, safe))
         return PollResult(True, first, safe if safe >= first else None, tuple(events), reorg,
@@ -184,23 +215,37 @@ class Watcher:
 
     # -- cursor and reorgs ----------------------------------------------------------------
 
-    def _check_cursor(self) -> tuple[bool, int]:
-        """The first block to process, rewinding when the cursor's block was replaced."""
-        saved = self.store.cursor(self.cursor_name)
-        if saved is None:
-            return False, self.start_block
-        number, stored_hash = saved
+    def _first_block(self) -> int:
+        if self.start_block is None:
+            try:
+                self.start_block = self.chain.deployment_block()
+            except ChainError as exc:
+                log.warning("cannot find the contract's deployment block (%s); following "
+                            "from block 0", exc)
+                self.start_block = 0
+        return self.start_block
+
+    def _hash_at(self, number: int) -> str:
+        """The node's hash of block ``number``; "" when it has no such block (shorter chain)."""
         try:
-            current = "0x" + bytes(self.chain.block(number)["hash"]).hex()
+            return "0x" + bytes(self.chain.block(number)["hash"]).hex()
         except ChainError as exc:
             if isinstance(exc, ContractRevert):  # pragma: no cover - reads do not revert
                 raise
-            # The node lost the block entirely (a shorter chain after a reorg): rewind.
-            log.warning("cursor block %d unavailable (%s); rewinding", number, exc)
-            current = ""
-        if current == stored_hash.lower():
+            if isinstance(exc, NodeUnavailable):
+                raise
+            log.warning("block %d unavailable (%s)", number, exc)
+            return ""
+
+    def _check_cursor(self) -> tuple[bool, int]:
+        """The first block to process; after a reorg, the block after the common ancestor."""
+        saved = self.store.cursor(self.cursor_name)
+        if saved is None:
+            return False, self._first_block()
+        number, stored_hash = saved
+        if self._hash_at(number) == stored_hash.lower():
             return False, number + 1
-        back = max(self.start_block, number - self.rewind_depth)
+        back = self._common_ancestor(number) + 1
         self._say(f"reorg: block {number} changed hash; re-processing from block {back}")
         # Our own transactions may have been dropped with the old blocks: a cached nonce past
         # them would park every later claim behind a nonce gap, defences included.
@@ -210,10 +255,41 @@ class Watcher:
             cid: (amount, mined) for cid, (amount, mined) in self._attempted.items()
             if mined is None or mined < back
         }
+        # A reorg can drop a top-up or a claim without leaving any event on the new branch to
+        # name the channel: re-read every live channel of ours, not only the touched ones.
+        self._refresh_live(max(back - 1, self.chain.block_number() - self.confirmations + 1))
         return True, back
 
+    def _common_ancestor(self, number: int) -> int:
+        """The newest checkpoint below ``number`` whose block is still on the node's chain
+        (every block before it is then unchanged too: each hash commits to its parent)."""
+        kept = []
+        for slot in range(self.checkpoints):
+            point = self.store.cursor(f"{self.cursor_name}#{slot}")
+            if point is not None and point[0] < number:
+                kept.append(point)
+        for block, stored in sorted(kept, reverse=True):
+            if self._hash_at(block) == stored.lower():
+                return block
+        # Deeper than our history: the old fixed rewind from the oldest point we know.
+        oldest = min([number, *(b for b, _ in kept)])
+        return max(self._first_block(), oldest - self.rewind_depth) - 1
+
     def _follow(self, start: int, end: int) -> list[ChannelEvent]:
-        events = self.chain.get_events(start, end)
+        # Pin the block first: the logs and every read below are then of this one chain, and
+        # a reorg while we read shows up as a hash change instead of a silently mixed view.
+        pinned = bytes(self.chain.block(end)["hash"])
+        live = [] if self.payees is None else [
+            c.channel_id for c in self.store.channels()
+            if c.status in (ChannelStatus.OPEN, ChannelStatus.CLOSING) and self._ours(c.payee)
+        ]
+        events = self.chain.get_events(
+            start, end, payees=None if self.payees is None else sorted(self.payees),
+            channel_ids=live,
+        )
+        if bytes(self.chain.block(end)["hash"]) != pinned:
+            raise ChainError(f"block {end} changed while following; retrying next poll",
+                             block=end)
         opened: dict[bytes, ChannelOpened] = {}
         closed: dict[bytes, ChannelClosed] = {}
         touched: list[bytes] = []
@@ -228,13 +304,21 @@ class Watcher:
             if cid not in touched:
                 touched.append(cid)
         for cid in touched:
-            self._mirror(cid, end, opened.get(cid), closed.get(cid))
-        block_hash = "0x" + bytes(self.chain.block(end)["hash"]).hex()
+            self._mirror(cid, pinned, opened.get(cid), closed.get(cid))
+        block_hash = "0x" + pinned.hex()
         self.store.set_cursor(end, block_hash, self.cursor_name)
+        self.store.set_cursor(end, block_hash, f"{self.cursor_name}#{end % self.checkpoints}")
         return events
 
+    def _refresh_live(self, block: int) -> None:
+        """Re-read every open or closing channel of ours at ``block`` into the mirror."""
+        at = bytes(self.chain.block(max(block, 0))["hash"])
+        for ch in self.store.channels():
+            if ch.status in (ChannelStatus.OPEN, ChannelStatus.CLOSING) and self._ours(ch.payee):
+                self._mirror(ch.channel_id, at, None, None)
+
     def _mirror(
-        self, channel_id: bytes, block: int, opened: ChannelOpened | None,
+        self, channel_id: bytes, block: int | bytes, opened: ChannelOpened | None,
         closed: ChannelClosed | None,
     ) -> None:
         onchain = self.chain.get_channel(channel_id, block)

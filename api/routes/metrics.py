@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api import telemetry
+from api.chainstatus import ChainStatusMetrics
 from api.deps import OperatorDep, RuntimeDep
 from api.queries import unclaimed_by_token
 from api.schemas import problem_docs
@@ -31,4 +32,5 @@ def metrics(runtime: RuntimeDep, _: OperatorDep) -> Response:
     unclaimed = telemetry.UnclaimedAmounts(
         lambda: unclaimed_by_token(runtime.engine, runtime.payees)
     )
-    return Response(telemetry.exposition(unclaimed), media_type=telemetry.CONTENT_TYPE)
+    chain = ChainStatusMetrics(runtime.chain_status)
+    return Response(telemetry.exposition(unclaimed, chain), media_type=telemetry.CONTENT_TYPE)

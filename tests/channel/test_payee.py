@@ -465,7 +465,7 @@ def test_settings_defaults_env_and_secrets(monkeypatch: pytest.MonkeyPatch, tmp_
     settings = Settings()
     assert settings.port == 9000
     assert settings.host == "127.0.0.1"
-    assert settings.min_challenge_period == 3600
+    assert settings.min_challenge_period == 86_400  # 24 h: survives an L2 sequencer outage
     assert settings.contract_address == DOMAIN.verifying_contract
     assert settings.database_url == "sqlite:///./.piecework/piecework.db"
     assert (tmp_path / ".piecework").is_dir()
