@@ -59,6 +59,10 @@ class Runtime:
     claim: Callable[[bytes, int, bytes], bytes] | None = None
     """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""
     tokens: tuple[AcceptedToken, ...] = ()
+    wallet: Callable[[], dict[str, object] | None] | None = None
+    """The hot wallet for /healthz: address, balance (wei, decimal string), low."""
+    watchtower: Callable[[], object] | None = None
+    """The leader's ``Watcher.status()`` (None in other workers), for GET /v1/watchtower."""
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -360,6 +360,8 @@ class Health(_Out):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "down"]
     node: Literal["ok", "down"]
+    wallet: dict[str, str | bool] | None = None
+    """The hot wallet that pays the watchtower's gas: address, balance (wei), low."""
 
 
 class Problem(BaseModel):

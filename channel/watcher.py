@@ -439,7 +439,7 @@ class Watcher:
         """Check, estimate and send one transaction for ``batch``; split it when the estimate
         reverts or it needs more gas than the cap (bisecting down to single channels)."""
         if self.chain.check_preconditions:
-            batch = self._live(kind, batch, early, urgent=urgent)
+            batch = self._live(kind, batch, now, early, urgent=urgent)
             if not batch:
                 return
             if kind == "claimMany" and len(batch) == 1:
@@ -496,7 +496,7 @@ class Watcher:
         pending.append(item)
 
     def _live(
-        self, kind: str, batch: Sequence[PayeeChannelState], early: list[SentTx], *,
+        self, kind: str, batch: Sequence[PayeeChannelState], now: int, early: list[SentTx], *,
         urgent: bool,
     ) -> list[PayeeChannelState]:
         """The channels of ``batch`` the chain (latest) would still pay; a single one that it
@@ -510,8 +510,7 @@ class Watcher:
                 keep.append(ch)
                 continue
             live = onchain.status is ChannelStatus.OPEN or (
-                onchain.status is ChannelStatus.CLOSING
-                and self.chain.timestamp() < onchain.closes_at)
+                onchain.status is ChannelStatus.CLOSING and now < onchain.closes_at)
             if live and min(ch.accepted, onchain.deposit) > onchain.claimed:
                 keep.append(ch)
                 continue

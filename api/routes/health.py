@@ -34,8 +34,15 @@ def healthz(runtime: RuntimeDep) -> Response:
         node = "ok"
     except PieceworkError:
         node = "down"
+    wallet = None
+    if runtime.wallet is not None and node == "ok":
+        try:
+            wallet = runtime.wallet()
+        except PieceworkError:
+            wallet = None
     if database == "ok" and node == "ok":
-        return JSONResponse({"status": "ok", "database": database, "node": node})
+        body: dict[str, object] = {"status": "ok", "database": database, "node": node}
+        return JSONResponse(body if wallet is None else {**body, "wallet": wallet})
     return problem_response(
         503,
         "unhealthy",
