@@ -1173,7 +1173,10 @@ class ChainClient:
     ) -> ContractRevert:
         """A mined revert: replay it at its block to learn the error name (not retried)."""
         block = int(receipt["blockNumber"])
-        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        # With its gas and fees: a revert that depends on them (a starved payout, a token that
+        # looks at tx.gasprice) replays the same way.
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas", "maxFeePerGas",
+                                   "maxPriorityFeePerGas") if k in tx}
         # Before the block first; if it passed there, a transaction earlier in the same block
         # changed the state (e.g. the payer's cooperativeClose raced our claim): replaying on
         # the block's final state names that error instead of a bare "Reverted".

@@ -161,40 +161,43 @@ class TxSender:
         if not todo:
             return []
         finished: list[Pending] = []
-        mined_nonce: int | None = None
-        quote: tuple[int, int] | None = None
         for item in todo:
+            try:
+                done = self._check(item, now)
+            except ChainError as exc:  # node trouble: this item is checked again next tick
+                log.warning("%s nonce %d: check failed: %s", item.what, item.nonce, exc)
+                continue
+            if done:
+                finished.append(item)
+        with self._lock:
+            self.pending = [p for p in self.pending if p not in finished]
+        return finished
+
+    def _check(self, item: Pending, now: int | None) -> bool:
+        """One look at ``item``: True when it ended (mined, reverted, lost)."""
+        receipt = self._receipt(item)
+        if receipt is not None:
+            item.receipt = receipt
+            item.state = "mined" if int(receipt["status"]) == 1 else "reverted"
+            return True
+        if self.chain.account_nonce("latest") > item.nonce:
+            # The nonce is used; one last look for our receipt (it may have just landed).
             receipt = self._receipt(item)
             if receipt is not None:
                 item.receipt = receipt
                 item.state = "mined" if int(receipt["status"]) == 1 else "reverted"
-                finished.append(item)
-                continue
-            if mined_nonce is None:
-                mined_nonce = self.chain.account_nonce("latest")
-            if mined_nonce > item.nonce:
-                # The nonce is used; one last look for our receipt (it may have just landed).
-                receipt = self._receipt(item)
-                if receipt is not None:
-                    item.receipt = receipt
-                    item.state = "mined" if int(receipt["status"]) == 1 else "reverted"
-                else:
-                    item.state = "lost"
-                    item.error = f"nonce {item.nonce} was used by another transaction"
-                finished.append(item)
-                continue
-            if not any(self.chain.transaction_known(h) for h in item.hashes[-1:]):
-                self._rebroadcast(item)
-                continue
-            if quote is None:
-                quote = self.chain.fee_quote()
-            base, tip = quote
-            stale = self.clock() - item.sent_at >= self.policy.bump_after
-            if stale or base > item.max_fee:
-                self._replace(item, base, tip, now)
-        with self._lock:
-            self.pending = [p for p in self.pending if p not in finished]
-        return finished
+            else:
+                item.state = "lost"
+                item.error = f"nonce {item.nonce} was used by another transaction"
+            return True
+        base, tip = self.chain.fee_quote()
+        if not self.chain.transaction_known(item.tx_hash):
+            self._rebroadcast(item, base, tip, now)
+            return False
+        stale = self.clock() - item.sent_at >= self.policy.bump_after
+        if stale or base > item.max_fee:
+            self._replace(item, base, tip, now)
+        return False
 
     def forget(self, item: Pending) -> None:
         with self._lock:
@@ -209,13 +212,23 @@ class TxSender:
                 return receipt
         return None
 
-    def _rebroadcast(self, item: Pending) -> None:
+    def _rebroadcast(self, item: Pending, base: int, tip: int, now: int | None) -> None:
+        """The node forgot ``item`` (dropped from its pool): send it again, with higher fees
+        when its max fee is below the base fee now (nodes drop and refuse those)."""
         item.rebroadcasts += 1
         self.rebroadcasts += 1
+        if base > item.max_fee:
+            self._replace(item, base, tip, now)
+            return
         try:
             tx_hash, _ = self.chain.broadcast(item.what, dict(item.tx))
         except NonceUsed:
             return  # the next tick sees the nonce used and finds out by whom
+        except ChainError as exc:
+            log.warning("%s: re-broadcast of nonce %d refused (%s); raising its fees",
+                        item.what, item.nonce, exc)
+            self._replace(item, base, tip, now)
+            return
         log.warning("%s: nonce %d was dropped by the node; re-broadcast as 0x%s", item.what,
                     item.nonce, tx_hash.hex())
         if tx_hash not in item.hashes:

@@ -377,11 +377,14 @@ class Watcher:
         base, tip = self.chain.fee_quote()
         price = base + tip
         plan = plan_defence(urgent, price, self.defence, alone=frozenset(self._suspects))
-        for ch in plan.dust:
-            if ch.channel_id not in self._dust:
-                self._dust.add(ch.channel_id)
-                self._say(f"channel 0x{ch.channel_id.hex()} is closing with {payable(ch)} "
-                          f"payable, less than {self.defence.fee_multiple}x its gas: not claimed")
+        new_dust = [ch for ch in plan.dust if ch.channel_id not in self._dust]
+        if new_dust:
+            self._dust.update(ch.channel_id for ch in new_dust)
+            self._say(f"{len(new_dust)} closing channel(s) pay less than "
+                      f"{self.defence.fee_multiple}x their gas at {price} wei/gas, not claimed "
+                      f"(largest {max(payable(c) for c in new_dust)}): "
+                      f"{_ids([c.channel_id for c in new_dust[:5]])}"
+                      + (" ..." if len(new_dust) > 5 else ""))
         pending: list[Pending] = []
         early: list[SentTx] = []
         as_payee = (self.close_on_defend and self.chain.account is not None)
@@ -625,17 +628,18 @@ class Watcher:
         of the batch is sent alone (a bisection down to one)."""
         culprits: list[PayeeChannelState] = []
         for ch in tag.batch:
-            tx = {**self._tx_for("claim", [ch]),
-                  "maxFeePerGas": item.max_fee, "maxPriorityFeePerGas": item.tip}
-            try:
+            tx = self._tx_for("claim", [ch])
+            try:  # sized exactly as it would be sent alone...
                 estimate = self.chain.estimate_gas("claim", tx)
             except ContractRevert:
                 culprits.append(ch)
                 continue
             except ChainError:
                 continue
-            tx["gas"] = (estimate + estimate * self.defence.margin_percent // 100
-                         + self.defence.payout_gas)
+            # ...and replayed with the fees the batch paid (a token may look at them).
+            tx.update(gas=estimate + estimate * self.defence.margin_percent // 100
+                      + self.defence.payout_gas,
+                      maxFeePerGas=item.max_fee, maxPriorityFeePerGas=item.tip)
             if self.chain.call_would_revert(tx) is not None:
                 culprits.append(ch)
         if culprits:
