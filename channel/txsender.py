@@ -144,6 +144,9 @@ class TxSender:
         cap = self.policy.cap(left, window)
         max_fee = min(2 * base + tip, cap)
         tip = min(tip, max_fee)
+        if max_fee <= base:
+            self._alert("fee_cap", f"{what}: the base fee {base} is above the fee cap {cap} now; "
+                        "sending at the cap")
         body = {**tx, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
         tx_hash, nonce = self.chain.broadcast(what, body)
         body["nonce"] = nonce

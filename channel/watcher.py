@@ -345,7 +345,9 @@ class Watcher:
             finished.extend(self._wait(submitted))
             if not self._resubmit_needed:
                 break
-        self._maybe_withdraw(now)
+        withdrawals = self._maybe_withdraw(now)
+        if withdrawals:
+            finished.extend(self._wait(withdrawals))
         self._check_wallet()
         self._check_deadlines(now)
         return finished
@@ -662,15 +664,16 @@ class Watcher:
 
     # -- deferred payouts (item 11) --
 
-    def _maybe_withdraw(self, now: int) -> None:
+    def _maybe_withdraw(self, now: int) -> list[Pending]:
         """Withdraw deferred payouts (``owed``) of the signing account, if it is a payee."""
+        sent: list[Pending] = []
         if self.chain.account is None or self._stop.is_set():
-            return
+            return sent
         me = self.chain.sender
         if not self._ours(me):
-            return
+            return sent
         if self.clock() - self._last_withdraw_check < self.defence.withdraw_interval:
-            return
+            return sent
         self._last_withdraw_check = self.clock()
         tokens = {ZERO_ADDRESS} | {c.token for c in self.store.channels()
                                    if c.payee.lower() == me.lower()}
@@ -692,13 +695,22 @@ class Watcher:
             try:
                 estimate = self.chain.estimate_gas("withdraw", tx)
                 gas = estimate + estimate * self.defence.margin_percent // 100
-                self._sender().submit("withdraw", tx, gas=gas, now=now, tag=("withdraw", token))
+                # Replayed with real fees first: a token that behaves only under
+                # eth_estimateGas would otherwise burn this gas again at every retry.
+                trial = {**tx, "gas": gas, "maxFeePerGas": 2 * base + tip,
+                         "maxPriorityFeePerGas": tip}
+                refused = self.chain.call_would_revert(trial)
+                if refused is not None:
+                    raise refused
+                sent.append(self._sender().submit("withdraw", tx, gas=gas, now=now,
+                                                  tag=("withdraw", token)))
             except ChainError as exc:
                 self._say(f"withdraw of {owed} {token} not sent: {exc}")
                 self._withdraw_backoff[token] = self.clock() + 10 * self.defence.withdraw_interval
                 continue
             self._withdrawing.add(token)
             self._say(f"withdrawing {owed} deferred {token}")
+        return sent
 
     def _collect_other(self, item: Pending) -> list[SentTx]:
         tag = item.tag

@@ -120,6 +120,9 @@ def snap(chain: Chain) -> Iterator[None]:
         rpc(chain.w3, "evm_setIntervalMining", 0)
         rpc(chain.w3, "evm_setAutomine", True)
         rpc(chain.w3, "evm_revert", snapshot)
+        # anvil's fee state outlives a revert: start the next test from a calm base fee.
+        rpc(chain.w3, "anvil_setNextBlockBaseFeePerGas", hex(GWEI))
+        rpc(chain.w3, "evm_mine")
 
 
 @dataclass
@@ -273,6 +276,11 @@ def test_payout_headroom_keeps_a_dodging_token_from_reverting_the_batch(
     assert reader.get_channel(hostile).claimed == 5 * 10**20
     me = Account.from_key(PAYEE_KEY).address
     assert reader.owed(me, chain.dodger) == 5 * 10**20  # deferred, not lost
+    # Withdrawing it would burn the gas again (the token only behaves under estimateGas): the
+    # watcher replays the withdraw with real fees first and sends nothing.
+    assert [r["kind"] for r in payee.store.transactions()] == ["claimMany"]
+    assert w.sender is not None and not any(p.what == "withdraw" for p in w.sender.pending)
+    assert not [d for d in w.status().defences if d.kind == "withdraw"]
     record("watchtower/1-dodging-token-headroom", batch_reverted=False,
            deferred=5 * 10**20, txs=len(sent))
 
@@ -341,3 +349,272 @@ def test_dust_storm_with_base_fee_spike_valuable_channel_paid_before_closes_at(
            seconds_before_closes_at=closes_at - paid_at,
            fee_replacements=status.replacements, gas_on_dust=gas_on_dust,
            base_fee_spike_gwei=50, txs=len(rows))
+
+
+# --- 5: stuck and dropped transactions --------------------------------------------------------
+
+
+def _tx(chain: Chain, tx_hash: bytes) -> Any:
+    return chain.w3.eth.get_transaction(tx_hash)
+
+
+def test_stuck_defence_is_replaced_same_nonce_and_a_dropped_claim_rebroadcast(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    payee = payee_side(chain, tmp_path)
+    a, b = open_many(chain, [10**18, 10**18])
+    accept(payee, a, 5 * 10**17)
+    accept(payee, b, 2 * 10**17)
+    cap = 200 * GWEI
+    w = watcher(chain, payee, bump_after=0.2, max_fee_per_gas=cap,
+                defence=DefencePolicy(act_wait=0.0, withdraw_interval=3600.0))
+    w.poll_once()
+    start_closes(chain, [a])
+    rpc(chain.w3, "evm_setAutomine", False)
+    w.poll_once()  # the defence goes into the pool; act_wait 0: the poll returns at once
+    assert w.sender is not None
+    (item,) = w.sender.pending
+    first_fee, nonce = item.max_fee, item.nonce
+    # The payer's friend: a base-fee spike above the defence's max fee.
+    rpc(chain.w3, "anvil_setNextBlockBaseFeePerGas", hex(60 * GWEI))
+    rpc(chain.w3, "evm_mine")
+    reader = chain.client()
+    assert reader.get_channel(a).claimed == 0  # stuck
+    polls = 0
+    while reader.get_channel(a).claimed == 0 and polls < 20:
+        time.sleep(0.25)
+        w.poll_once()
+        rpc(chain.w3, "evm_mine")
+        polls += 1
+    assert reader.get_channel(a).claimed == 5 * 10**17
+    w.poll_once()  # collects the receipt
+    assert item.state == "mined" and item.replacements >= 1
+    versions = [_tx(chain, h) for h in item.hashes if chain.client().transaction_known(h)]
+    assert all(int(v["nonce"]) == nonce for v in versions)
+    fees = [int(v["maxFeePerGas"]) for v in versions]
+    assert all(f <= cap for f in fees) and max(fees) > first_fee
+    mined = chain.w3.eth.get_transaction_receipt(item.tx_hash)
+    assert int(chain.w3.eth.get_block(mined["blockNumber"])["baseFeePerGas"]) <= item.max_fee
+
+    # A routine claim dropped from the pool is sent again.
+    w.policy = ClaimPolicy(default_threshold=1)
+    w.poll_once()
+    (routine,) = w.sender.pending
+    rpc(chain.w3, "anvil_dropTransaction", "0x" + routine.tx_hash.hex())
+    assert not chain.client().transaction_known(routine.tx_hash)
+    w.poll_once()
+    assert routine.rebroadcasts >= 1
+    rpc(chain.w3, "evm_mine")
+    w.poll_once()
+    assert reader.get_channel(b).claimed == 2 * 10**17 and routine.state == "mined"
+    record("watchtower/5-stuck-and-dropped", base_fee_spike_gwei=60,
+           replacements=item.replacements, polls_until_mined=polls,
+           first_max_fee=first_fee, final_max_fee=item.max_fee, cap=cap,
+           rebroadcasts=routine.rebroadcasts)
+
+
+def test_fee_cap_holds_during_a_spike_and_raises_an_alert(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    payee = payee_side(chain, tmp_path)
+    (a,) = open_many(chain, [10**18])
+    accept(payee, a, 5 * 10**17)
+    cap = 20 * GWEI
+    w = watcher(chain, payee, bump_after=0.1, max_fee_per_gas=cap,
+                defence=DefencePolicy(act_wait=0.0, withdraw_interval=3600.0))
+    w.poll_once()
+    start_closes(chain, [a])
+    rpc(chain.w3, "evm_setAutomine", False)
+    rpc(chain.w3, "anvil_setNextBlockBaseFeePerGas", hex(100 * GWEI))
+    rpc(chain.w3, "evm_mine")
+    reader = chain.client()
+    for _ in range(5):
+        time.sleep(0.15)
+        w.poll_once()
+    # anvil refuses a transaction below the base fee (geth would keep it waiting): either way
+    # nothing above the cap is ever signed, and the operator hears of it.
+    assert w.alert_counts.get("fee_cap", 0) >= 1
+    assert reader.get_channel(a).claimed == 0
+    # The spike passes (empty blocks lower the base fee 12.5 % each): the defence lands.
+    polls = 0
+    while reader.get_channel(a).claimed == 0 and polls < 40:
+        rpc(chain.w3, "evm_mine")
+        w.poll_once()
+        polls += 1
+    assert reader.get_channel(a).claimed == 5 * 10**17
+    sent = [_tx(chain, r["tx_hash"]) for r in payee.store.transactions() if r["tx_hash"]]
+    assert sent and all(int(t["maxFeePerGas"]) <= cap for t in sent)
+    record("watchtower/5-fee-cap", cap_gwei=20, spike_gwei=100,
+           alerts=w.alert_counts.get("fee_cap", 0), blocks_until_mined=polls)
+
+
+# --- 3: gas cap, worth-its-gas rule, wallet -------------------------------------------------
+
+
+def test_gas_cap_splits_batches_and_dust_is_never_claimed(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    payee = payee_side(chain, tmp_path)
+    worth = open_many(chain, [10**18] * 20)
+    dust = open_many(chain, [10**12] * 10)
+    for cid in worth:
+        accept(payee, cid, 10**17)
+    for cid in dust:
+        accept(payee, cid, 10**11)
+    cap = 400_000
+    w = watcher(chain, payee, policy=ClaimPolicy(default_threshold=1),
+                defence=DefencePolicy(max_gas=cap, withdraw_interval=3600.0))
+    sent = w.poll_once().sent
+    assert sent and all(s.ok for s in sent), [(s.kind, s.error) for s in sent]
+    reader = chain.client()
+    assert all(reader.get_channel(c).claimed == 10**17 for c in worth)
+    assert all(reader.get_channel(c).claimed == 0 for c in dust)
+    limits = [int(_tx(chain, s.tx_hash)["gas"]) for s in sent if s.tx_hash]
+    assert len(limits) >= 2 and max(limits) <= cap, limits
+    claimed_ids = {c for s in sent for c in s.channel_ids}
+    assert not claimed_ids & set(dust)
+    record("watchtower/3-gas-cap", channels=20, dust=10, gas_cap=cap, txs=len(limits),
+           max_gas_limit=max(limits), dust_claimed=0)
+
+
+def test_low_hot_wallet_is_reported_in_status_metrics_hook_and_healthz(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import Overrides, create_app
+    from channel.config import Settings
+
+    payee_address = Account.from_key(PAYEE_KEY).address
+    rpc(chain.w3, "anvil_setBalance", payee_address, hex(10**16))  # 0.01 ETH
+    payee = payee_side(chain, tmp_path)
+    seen: list[tuple[int, bool]] = []
+    w = watcher(chain, payee, on_wallet=lambda b, low: seen.append((b, low)),
+                defence=DefencePolicy(wallet_min_balance=5 * 10**16, withdraw_interval=3600.0))
+    w.poll_once()
+    w.poll_once()
+    status = w.status()
+    assert status.wallet is not None and status.wallet.low and status.wallet.balance == 10**16
+    assert w.alert_counts == {"wallet_low": 1}  # once, not every poll
+    assert seen[-1] == (10**16, True)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, rpc_url=chain.node.url, contract_address=chain.channels,
+        database_url=f"sqlite:///{tmp_path / 'api.db'}", private_key=PAYEE_KEY,
+        operator_token="watchtower-test-token", min_challenge_period=60,
+        wallet_min_balance=5 * 10**16)
+    with TestClient(create_app(settings, Overrides(start_watcher=False))) as client:
+        body = client.get("/healthz").json()
+    assert body["wallet"] == {"address": payee_address, "balance": str(10**16), "low": True}
+    record("watchtower/3-wallet-low", balance=10**16, minimum=5 * 10**16, alerts=1,
+           healthz_low=True)
+
+
+# --- 10: one nonce owner per payee key --------------------------------------------------------
+
+
+def _watcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "piecework-watcher" and t.is_alive()]
+
+
+def test_leader_handover_stops_a_watcher_stuck_waiting_for_its_defence(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    payee = payee_side(chain, tmp_path)
+    (a,) = open_many(chain, [10**18])
+    accept(payee, a, 5 * 10**17)
+    old = watcher(chain, payee, defence=DefencePolicy(act_wait=120.0, withdraw_interval=3600.0))
+    old.poll_once()
+    start_closes(chain, [a])
+    rpc(chain.w3, "evm_setAutomine", False)  # the defence will sit in the pool
+    lock = tmp_path / "leader.lock"
+    first = LeaderElector(FileLock(lock), old.run, retry_seconds=0.2)
+    first.start()
+    deadline = time.monotonic() + 30
+    while not (old.sender is not None and old.sender.pending) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert old.sender is not None and old.sender.pending, "the old watcher never sent"
+    started = time.monotonic()
+    first.stop(timeout=60)
+    took = time.monotonic() - started
+    assert not _watcher_threads(), "the old watcher still runs after the handover"
+    # The next leader takes over the same key: its defence replaces or follows the old one.
+    new = watcher(chain, payee, defence=DefencePolicy(act_wait=2.0, withdraw_interval=3600.0))
+    second = LeaderElector(FileLock(lock), new.run, retry_seconds=0.2)
+    second.start()
+    try:
+        rpc(chain.w3, "evm_setIntervalMining", 1)
+        reader = chain.client()
+        deadline = time.monotonic() + 60
+        while reader.get_channel(a).claimed == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert reader.get_channel(a).claimed == 5 * 10**17
+    finally:
+        second.stop(timeout=60)
+    assert not _watcher_threads()
+    record("watchtower/10-handover", old_watcher_stopped=True, handover_seconds=round(took, 2))
+
+
+def test_two_workers_signing_with_one_key_never_pick_the_same_nonce(
+    chain: Chain, snap: None, tmp_path: Path, pg_url: str,
+) -> None:
+    """Two workers' chain clients (as api.main builds them) send operator claims at the same
+    time while blocks come every second: the shared PostgreSQL lock makes each ask the node
+    for the next nonce, so none collides and every claim is mined."""
+    ids = open_many(chain, [10**18] * 12)
+    domain = Domain(CHAIN_ID, chain.channels)
+    signer = Signer(bytes.fromhex(PAYER_KEY[2:]))
+    db_url = sqlalchemy_url(pg_url)
+    workers = [chain.client(PAYEE_KEY, nonce_lock=nonce_lock(db_url)) for _ in range(2)]
+    rpc(chain.w3, "evm_setAutomine", False)
+    rpc(chain.w3, "evm_setIntervalMining", 1)
+    errors: list[str] = []
+    nonces: list[int] = []
+
+    def claim(worker: ChainClient, cid: bytes) -> None:
+        try:
+            sig = signer.sign(domain, Voucher(cid, 10**17))
+            with worker.sent_hook(lambda _h, n: nonces.append(n)):
+                worker.claim(cid, 10**17, sig)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=claim, args=(workers[i % 2], cid))
+               for i, cid in enumerate(ids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(nonces) == len(set(nonces)) == len(ids)
+    reader = chain.client()
+    assert all(reader.get_channel(c).claimed == 10**17 for c in ids)
+    record("watchtower/10-two-workers-one-key", workers=2, claims=len(ids), collisions=0)
+
+
+# --- 11: deferred payouts ----------------------------------------------------------------------
+
+
+def test_deferred_payouts_are_withdrawn_by_the_watcher(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    payee = payee_side(chain, tmp_path)
+    (cid,) = open_many(chain, [10**21], token=chain.moody)
+    accept(payee, cid, 4 * 10**20)
+    moody = chain.w3.eth.contract(address=Web3.to_checksum_address(chain.moody),
+                                  abi=chain.moody_art.abi)
+    owner = ChainClient(chain.w3, chain.moody, chain.moody_art, Account.from_key(ANVIL_KEYS[0]))
+    owner._transact("setMood", moody.functions.setMood(1))  # Revert: payouts are deferred
+    w = watcher(chain, payee, policy=ClaimPolicy(default_threshold=1),
+                defence=DefencePolicy(withdraw_interval=0.0))
+    w.poll_once()
+    me = Account.from_key(PAYEE_KEY).address
+    reader = chain.client()
+    assert reader.get_channel(cid).claimed == 4 * 10**20
+    assert reader.owed(me, chain.moody) == 4 * 10**20  # deferred; withdrawing fails for now
+    owner._transact("setMood", moody.functions.setMood(0))  # the token behaves again
+    polls = poll_until(w, lambda: reader.owed(me, chain.moody) == 0, polls=5)
+    assert int(moody.functions.balanceOf(me).call()) == 4 * 10**20
+    withdrawn = [r for r in w.status().defences if r.kind == "withdraw" and r.state == "mined"]
+    assert len(withdrawn) == 1
+    record("watchtower/11-withdraw-owed", owed=4 * 10**20, polls_until_withdrawn=polls,
+           withdraws=len(withdrawn))
