@@ -31,7 +31,6 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from piecework_testnode import (
     ANVIL_KEYS,
     CHAIN_ID,
@@ -323,7 +322,7 @@ def test_dust_storm_with_base_fee_spike_valuable_channel_paid_before_closes_at(
     half = len(dust) // 2
     thread.start()
     try:
-        start_closes(chain, dust[:half] + [valuable] + dust[half:])
+        start_closes(chain, [*dust[:half], valuable, *dust[half:]])
         reader = chain.client()
         closes_at = reader.get_channel(valuable).closes_at
         deadline = time.monotonic() + period
