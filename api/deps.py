@@ -62,7 +62,8 @@ class Runtime:
     wallet: Callable[[], dict[str, object] | None] | None = None
     """The hot wallet for /healthz: address, balance (wei, decimal string), low."""
     watchtower: Callable[[], object] | None = None
-    """The leader's ``Watcher.status()`` (None in other workers), for GET /v1/watchtower."""
+    """``Watcher.status()`` for GET /v1/watchtower (None without a chain); only the leading
+    worker's watcher acts, so only its snapshot is live (check ``LeaderElector.is_leader``)."""
 
 
 async def get_runtime(request: Request) -> Runtime:

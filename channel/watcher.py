@@ -193,6 +193,7 @@ class Watcher:
     _withdraw_backoff: dict[str, float] = field(default_factory=dict, init=False)
     _last_withdraw_check: float = field(default=float("-inf"), init=False)
     _resubmit_needed: bool = field(default=False, init=False)
+    _chain_now: int | None = field(default=None, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
 
     def __post_init__(self) -> None:
@@ -333,6 +334,7 @@ class Watcher:
         rounds = 0
         submitted: list[Pending] = []
         now = self.chain.timestamp()
+        self._chain_now = now
         finished.extend(self._collect(self._sender().tick(now)))
         while rounds < 3 and not self._stop.is_set():
             rounds += 1
@@ -778,7 +780,7 @@ class Watcher:
     def status(self) -> WatchtowerStatus:
         """A snapshot for the dashboard (GET /v1/watchtower): closing channels, defences,
         wallet, alerts."""
-        now = int(self.clock())
+        now = self._chain_now if self._chain_now is not None else int(self.clock())
         closing: list[ClosingChannel] = []
         for ch in self.store.channels():
             if ch.status is not ChannelStatus.CLOSING or not self._ours(ch.payee):

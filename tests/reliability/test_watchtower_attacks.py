@@ -350,6 +350,28 @@ def test_dust_storm_with_base_fee_spike_valuable_channel_paid_before_closes_at(
            base_fee_spike_gwei=50, txs=len(rows))
 
 
+def test_a_defence_that_cannot_be_made_in_time_raises_an_alert(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    """The watchtower was down for the whole challenge period: nothing can be sent any more,
+    and the operator hears of it once (log, report, on_alert -> the alert counter)."""
+    payee = payee_side(chain, tmp_path)
+    (a,) = open_many(chain, [10**18])
+    accept(payee, a, 5 * 10**17)
+    alerts: list[tuple[str, str]] = []
+    w = watcher(chain, payee, on_alert=lambda kind, message: alerts.append((kind, message)))
+    w.poll_once()
+    start_closes(chain, [a])
+    rpc(chain.w3, "evm_increaseTime", 121)
+    rpc(chain.w3, "evm_mine")
+    assert w.poll_once().sent == () and w.poll_once().sent == ()
+    assert [k for k, _ in alerts] == ["too_late"] and "5000000" in alerts[0][1]
+    assert payee.store.transactions() == []
+    (closing,) = w.status().closing
+    assert closing.state == "too_late"
+    record("watchtower/2-too-late-alert", alerts=len(alerts), sent=0)
+
+
 # --- 5: stuck and dropped transactions --------------------------------------------------------
 
 
