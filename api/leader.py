@@ -30,6 +30,7 @@ __all__ = [
     "advisory_key",
     "lock_for_database",
     "migration_lock",
+    "nonce_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,13 @@ class LeaderElector:
                     break
         finally:
             term.set()
-            worker.join(30)
+            # The watcher's waits all watch ``term``, so it ends within one RPC call. Never
+            # give the lock up (or start another term) while it still runs: two watchers
+            # would then send with one key.
+            while worker.is_alive():
+                worker.join(5)
+                if worker.is_alive():
+                    log.warning("the old watcher has not stopped yet; still waiting for it")
             self.is_leader = False
             self._lock.release()
 
@@ -258,3 +265,45 @@ def migration_lock(db_url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def nonce_lock(db_url: str) -> Callable[[], contextlib.AbstractContextManager[object]] | None:
+    """A cross-process lock held while a nonce is picked and its transaction sent, so every
+    worker (and replica) signing with the payee key asks the node for the next nonce instead
+    of counting on its own: PostgreSQL advisory lock, or a ``flock`` next to a SQLite file.
+    None for in-memory SQLite (one process)."""
+    url = make_url(db_url)
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        key = advisory_key(db_url, "nonce")
+
+        @contextlib.contextmanager
+        def pg() -> Iterator[object]:
+            import psycopg  # noqa: PLC0415 - see PgAdvisoryLock
+
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                try:
+                    yield conn
+                finally:
+                    with contextlib.suppress(Exception):
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+        return pg
+    database = url.database or ""
+    if backend != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser()
+    target = path.with_name(path.name + ".nonce.lock")
+
+    @contextlib.contextmanager
+    def flock() -> Iterator[object]:
+        with open(target, "ab") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield handle
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    return flock

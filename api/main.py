@@ -20,8 +20,9 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from api.chainstatus import read_status
+from api import telemetry
 from api.deps import AcceptedToken, Runtime
-from api.leader import LeaderElector, lock_for_database, migration_lock
+from api.leader import LeaderElector, lock_for_database, migration_lock, nonce_lock
 from api.middleware import RequestGuard
 from api.problems import install_problem_handlers
 from api.routes import channels, health, info, metrics, payments, tasks
@@ -127,6 +128,21 @@ def _load_key(settings: Settings) -> SigningKey:
     return SigningKey.from_hex(settings.private_key.get_secret_value())
 
 
+def _wallet_reader(chain: Any, min_balance: int) -> Callable[[], dict[str, object] | None]:
+    def read() -> dict[str, object] | None:
+        if chain.account is None:
+            return None
+        balance = int(chain.balance(chain.sender))
+        return {"address": chain.sender, "balance": str(balance), "low": balance < min_balance}
+
+    return read
+
+
+def _set_wallet_gauges(balance: int, low: bool) -> None:
+    telemetry.WALLET_BALANCE.set(balance)
+    telemetry.WALLET_LOW.set(1 if low else 0)
+
+
 def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderElector | None]:
     engine = make_engine(settings.database_url)
     with migration_lock(settings.database_url):
@@ -141,7 +157,8 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         from channel.chain import ChainClient  # noqa: PLC0415 - web3 is slow to import
 
         chain = ChainClient.from_url(
-            settings.rpc_url, contract, account=key.account, confirmations=settings.confirmations
+            settings.rpc_url, contract, account=key.account, confirmations=settings.confirmations,
+            nonce_lock=nonce_lock(settings.database_url),
         )
         source = ChainChannelSource(chain, settings.confirmations)
     # A configured chain id lets the service start while the node is down (uncached channels
@@ -182,9 +199,12 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         tokens=tokens,
         chain_status=(lambda: read_status(chain, store)) if chain is not None else None,
     )
+    if chain is not None:
+        runtime.wallet = _wallet_reader(chain, settings.wallet_min_balance)
     if chain is None or not overrides.start_watcher:
         return runtime, None
 
+    from channel.defence import DefencePolicy  # noqa: PLC0415
     from channel.watcher import ClaimPolicy, Watcher  # noqa: PLC0415
 
     watcher = Watcher(
@@ -198,7 +218,18 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
             max_age=float(settings.claim_max_age_seconds or "inf"),
         ),
         start_block=settings.deployment_block,
+        defence=DefencePolicy(
+            fee_multiple=settings.claim_fee_multiple,
+            max_gas=settings.max_gas_per_tx,
+            wallet_min_balance=settings.wallet_min_balance,
+            withdraw_interval=settings.withdraw_interval_seconds,
+        ),
+        max_fee_per_gas=settings.max_fee_gwei * 10**9,
+        bump_after=settings.fee_bump_seconds,
+        on_alert=lambda kind, _message: telemetry.WATCHTOWER_ALERTS.labels(kind).inc(),
+        on_wallet=_set_wallet_gauges,
     )
+    runtime.watchtower = watcher.status
     # The elector owns leadership; the watcher's own lock stays the always-held default.
     elector = LeaderElector(lock_for_database(settings.database_url), watcher.run)
     return runtime, elector

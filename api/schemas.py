@@ -367,6 +367,8 @@ class Health(_Out):
     mirror_lag_blocks: int | None = None
     mirror_lag_seconds: int | None = Field(
         None, description="Block time between the watcher's cursor and the latest block.")
+    wallet: dict[str, str | bool] | None = None
+    """The hot wallet that pays the watchtower's gas: address, balance (wei), low."""
 
 
 class Problem(BaseModel):

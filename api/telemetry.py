@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import prometheus_client
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -46,6 +46,9 @@ __all__ = [
     "PAYMENTS_ACCEPTED",
     "PAYMENTS_REJECTED",
     "PAYMENT_SECONDS",
+    "WALLET_BALANCE",
+    "WALLET_LOW",
+    "WATCHTOWER_ALERTS",
     "UnclaimedAmounts",
     "exposition",
 ]
@@ -76,6 +79,24 @@ PAYMENT_SECONDS: Final = Histogram(
     "piecework_payment_seconds",
     "Time to answer POST /payments.",
     buckets=LATENCY_BUCKETS,
+)
+
+# The watchtower's (issue 11): set by the leader's watcher through its on_alert / on_wallet
+# hooks; "mostrecent" so a scrape of any worker shows the leader's latest reading.
+WATCHTOWER_ALERTS: Final = Counter(
+    "piecework_watchtower_alerts",
+    "Watchtower alerts (a defence that may not make it, wallet low, fee cap reached, ...).",
+    ["kind"],
+)
+WALLET_BALANCE: Final = Gauge(
+    "piecework_wallet_balance_wei",
+    "The hot wallet's ETH balance, which pays the watchtower's gas, in wei.",
+    multiprocess_mode="mostrecent",
+)
+WALLET_LOW: Final = Gauge(
+    "piecework_wallet_low",
+    "1 when the hot wallet holds less than PIECEWORK_WALLET_MIN_BALANCE.",
+    multiprocess_mode="mostrecent",
 )
 
 

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias, cast
@@ -72,6 +72,7 @@ __all__ = [
     "FailoverHTTPProvider",
     "LogMeta",
     "NonceManager",
+    "NonceUsed",
     "OnchainChannel",
     "OtherEvent",
     "PaymentDeferred",
@@ -104,6 +105,12 @@ class PreconditionFailed(ChainError):  # noqa: N818 - named like the rest of cha
     """A transaction would certainly revert given the state just read; nothing was sent."""
 
     code = "precondition_failed"
+
+
+class NonceUsed(ChainError):  # noqa: N818 - named like the rest of channel.errors
+    """The node refused a transaction because its nonce was already used by a mined one."""
+
+    code = "nonce_used"
 
 
 # --- artifacts ---------------------------------------------------------------------------------
@@ -419,22 +426,32 @@ def _revert_data(exc: BaseException) -> bytes | None:
 
 
 class NonceManager:
-    """Hands out consecutive nonces for one account without asking the node each time.
+    """Hands out consecutive nonces for one account: the one nonce owner of a process.
 
     Seeded lazily from the pending count so transactions already in the pool are respected;
     ``resync`` forgets the local value after the node rejected one (e.g. "nonce too low"
     because another process used the account).
+
+    ``shared`` (a context-manager factory, e.g. a PostgreSQL advisory lock) makes the manager
+    safe across processes that sign with the same key: :meth:`sending` then holds that lock
+    from reading the node's pending count until the transaction is in the node's pool, so two
+    workers never pick the same nonce and neither keeps a counter of its own.
     """
 
-    def __init__(self, fetch_pending: Callable[[], int]) -> None:
+    def __init__(
+        self, fetch_pending: Callable[[], int],
+        shared: Callable[[], AbstractContextManager[object]] | None = None,
+    ) -> None:
         self._fetch = fetch_pending
         self._next: int | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.shared = shared
 
     def reserve(self) -> int:
         with self._lock:
-            if self._next is None:
-                self._next = self._fetch()
+            if self._next is None or self.shared is not None:
+                pending = self._fetch()
+                self._next = pending if self._next is None else max(self._next, pending)
             nonce = self._next
             self._next += 1
             return nonce
@@ -448,6 +465,25 @@ class NonceManager:
     def resync(self) -> None:
         with self._lock:
             self._next = None
+
+    @contextmanager
+    def sending(self) -> Iterator[int]:
+        """A nonce, held exclusively (in this process, and across processes when ``shared``)
+        until the block ends: send the transaction inside it. An exception gives it back."""
+        with self._lock, (self.shared() if self.shared is not None else _null()):
+            if self.shared is not None:
+                self._next = None  # another process may have used the key: ask the node
+            nonce = self.reserve()
+            try:
+                yield nonce
+            except BaseException:
+                self.release(nonce)
+                raise
+
+
+@contextmanager
+def _null() -> Iterator[None]:
+    yield
 
 
 # --- client ------------------------------------------------------------------------------------
@@ -563,6 +599,8 @@ class ChainClient:
     on_sent: Callable[[bytes, int], None] | None = None
     """Called with (tx_hash, nonce) right after the node accepted a transaction."""
     extra_error_abis: Sequence[Sequence[dict[str, Any]]] = ()
+    nonce_lock: Callable[[], AbstractContextManager[object]] | None = None
+    """Held around every nonce pick + send when several processes sign with one key."""
     _decoder: ErrorDecoder = field(init=False, repr=False)
     _nonces: NonceManager | None = field(init=False, repr=False, default=None)
     _chain_id: int | None = field(init=False, repr=False, default=None)
@@ -616,7 +654,8 @@ class ChainClient:
         self.account = account
         addr = account.address
         self._nonces = NonceManager(
-            lambda: self._call("nonce", lambda: self.w3.eth.get_transaction_count(addr, "pending"))
+            lambda: self._call("nonce", lambda: self.w3.eth.get_transaction_count(addr, "pending")),
+            self.nonce_lock,
         )
 
     def resync_nonce(self) -> None:
@@ -945,6 +984,116 @@ class ChainClient:
             raise ChainError(f"deploying {art.name} produced no contract address")
         return result
 
+    # -- building blocks of a non-blocking sender (channel.txsender) --
+
+    def tx_data(self, fn_name: str, *args: Any) -> dict[str, Any]:
+        """``{from, to, data, value}`` of a call to this contract's ``fn_name(*args)``."""
+        fn = getattr(self.contract.functions, fn_name)(*args)
+        return {"from": self.sender, "to": self.address, "data": fn._encode_transaction_data(),
+                "value": 0}
+
+    def estimate_gas(self, what: str, tx: dict[str, Any]) -> int:
+        """``eth_estimateGas``; a revert is decoded into ContractRevert like a sent one."""
+        return self._estimate(what, tx, self._decoder)
+
+    def fee_quote(self) -> tuple[int, int]:
+        """(base fee of the latest block, the node's suggested priority fee), in wei."""
+        latest = self.block("latest")
+        base = int(latest.get("baseFeePerGas") or 0)
+        tip = int(self._call("eth_maxPriorityFeePerGas", lambda: self.w3.eth.max_priority_fee))
+        return base, tip
+
+    def broadcast(self, what: str, tx: dict[str, Any]) -> tuple[bytes, int]:
+        """Sign and send ``tx`` without waiting; returns (hash, nonce).
+
+        Without a ``nonce`` in ``tx`` one is taken from the account's nonce owner (under its
+        cross-process lock when configured); with one, this is a replacement of that nonce.
+        ``NonceUsed`` when the node says the nonce is already taken by a mined transaction.
+        """
+        account = self._require_account()
+        nonces = self._nonces
+        if nonces is None:  # pragma: no cover - use_account always sets it
+            raise ConfigError("no nonce manager")
+        tx = {"from": str(account.address), "value": 0, "chainId": self.chain_id(), **tx}
+
+        def send(body: dict[str, Any]) -> bytes:
+            signed = account.sign_transaction(body)
+            try:
+                with _rpc("eth_sendRawTransaction " + what, self.url):
+                    return bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+            except Web3RPCError as exc:
+                text = str(exc).lower()
+                if "nonce too low" in text:
+                    raise NonceUsed(f"{what}: nonce {body['nonce']} already used: {exc}",
+                                    nonce=body["nonce"]) from None
+                if "already known" in text or "already imported" in text:
+                    return bytes(signed.hash)
+                raw = _revert_data(exc)
+                if raw is not None:
+                    raise self._decoder.decode(raw) from None
+                raise ChainError(f"{what} rejected by the node: {exc}") from None
+
+        if "nonce" in tx:
+            return send(tx), int(tx["nonce"])
+        for attempt in range(2):
+            try:
+                with nonces.sending() as nonce:
+                    tx_hash = send({**tx, "nonce": nonce})
+                return tx_hash, nonce
+            except NonceUsed:
+                nonces.resync()
+                if attempt:
+                    raise
+            except NodeUnavailable:
+                nonces.resync()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def receipt(self, tx_hash: bytes) -> Any | None:
+        """The receipt of ``tx_hash``, or None while it is not mined."""
+        with _rpc("eth_getTransactionReceipt", self.url):
+            try:
+                return self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+            except TransactionNotFound:
+                return None
+
+    def transaction_known(self, tx_hash: bytes) -> bool:
+        """Whether the node still has ``tx_hash`` (in its pool or mined)."""
+        with _rpc("eth_getTransactionByHash", self.url):
+            try:
+                return self.w3.eth.get_transaction(HexBytes(tx_hash)) is not None
+            except TransactionNotFound:
+                return False
+
+    def account_nonce(self, block: str = "latest") -> int:
+        """Transactions of the signing account mined (``latest``) or known (``pending``)."""
+        addr = self.sender
+        return int(self._call("nonce", lambda: self.w3.eth.get_transaction_count(
+            cast(Any, addr), cast(Any, block))))
+
+    def explain_failure(self, what: str, tx: dict[str, Any], receipt: Any) -> ContractRevert:
+        """The contract error a mined, reverted transaction hit (replayed at its block)."""
+        return self._explain_failure(what, tx, receipt, self._decoder)
+
+    def call_would_revert(self, tx: dict[str, Any]) -> ContractRevert | None:
+        """``eth_call`` of ``tx`` (fee fields and gas included) on the latest state: the
+        revert it would hit, or None."""
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas", "maxFeePerGas",
+                                   "maxPriorityFeePerGas") if k in tx}
+        try:
+            with _rpc("eth_call", self.url):
+                self.w3.eth.call(cast(Any, call), block_identifier="latest")
+        except ContractLogicError as exc:
+            raw = _revert_data(exc)
+            return (self._decoder.decode(raw) if raw is not None
+                    else ContractRevert("Reverted", (), str(exc.message)))
+        except Web3RPCError as exc:
+            raw = _revert_data(exc)
+            if raw is not None:
+                return self._decoder.decode(raw)
+            return ContractRevert("Reverted", (), f"eth_call failed: {exc}")
+        return None
+
     # -- events --
 
     def get_events(
@@ -1142,11 +1291,12 @@ class ChainClient:
         tx["chainId"] = self.chain_id()
         tx.update(self._fees())
         for attempt in range(2):
-            tx["nonce"] = nonces.reserve()
-            signed = account.sign_transaction(tx)
             try:
-                with _rpc("eth_sendRawTransaction " + what, self.url):
-                    tx_hash = bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+                with nonces.sending() as nonce:
+                    tx["nonce"] = nonce
+                    signed = account.sign_transaction(tx)
+                    with _rpc("eth_sendRawTransaction " + what, self.url):
+                        tx_hash = bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
                 break
             except Web3RPCError as exc:
                 text = str(exc).lower()
@@ -1154,7 +1304,6 @@ class ChainClient:
                     log.warning("%s: %s; resyncing nonce", what, exc)
                     nonces.resync()
                     continue
-                nonces.release(tx["nonce"])
                 raw = _revert_data(exc)
                 if raw is not None:
                     raise decoder.decode(raw) from None
@@ -1212,7 +1361,10 @@ class ChainClient:
     ) -> ContractRevert:
         """A mined revert: replay it at its block to learn the error name (not retried)."""
         block = int(receipt["blockNumber"])
-        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        # With its gas and fees: a revert that depends on them (a starved payout, a token that
+        # looks at tx.gasprice) replays the same way.
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas", "maxFeePerGas",
+                                   "maxPriorityFeePerGas") if k in tx}
         # Before the block first; if it passed there, a transaction earlier in the same block
         # changed the state (e.g. the payer's cooperativeClose raced our claim): replaying on
         # the block's final state names that error instead of a bare "Reverted".

@@ -178,3 +178,41 @@ class Settings(BaseSettings):
         if self.contract_address is None:
             raise ConfigError("set PIECEWORK_CONTRACT_ADDRESS to the PaymentChannels address")
         return self.contract_address
+
+    # -- the watchtower's spending and defence (issue 11: items 2, 3, 5, 11) --
+    max_fee_gwei: int = Field(
+        500,
+        ge=1,
+        description="Highest maxFeePerGas (gwei) a defence may reach as its closesAt nears; "
+        "routine claims and defences with most of their window left use a quarter of it.",
+    )
+    max_gas_per_tx: int = Field(
+        3_000_000,
+        ge=100_000,
+        description="Gas limit cap of any one transaction the watcher sends (bigger batches "
+        "are split).",
+    )
+    claim_fee_multiple: int = Field(
+        2,
+        ge=0,
+        description="Claim an ETH channel (routinely or to defend it) only when what it pays "
+        "is at least this many times its gas cost; 0 claims any positive amount.",
+    )
+    wallet_min_balance: int = Field(
+        5 * 10**16,
+        ge=0,
+        description="Wei below which the hot wallet is reported low (/healthz `wallet`, "
+        "/metrics and an alert in the log).",
+    )
+    fee_bump_seconds: float = Field(
+        4.0,
+        gt=0,
+        description="Seconds a pending transaction waits before it is replaced with fees "
+        "raised by 12.5 % (same nonce).",
+    )
+    withdraw_interval_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between the watcher's checks of deferred payouts (`owed`), "
+        "which it withdraws.",
+    )

@@ -32,12 +32,24 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from channel.chain import (
+    ZERO_ADDRESS,
     ChainClient,
     ChannelClosed,
     ChannelEvent,
     ChannelOpened,
-    Claim,
     PreconditionFailed,
+)
+from channel.defence import (
+    Alert,
+    ClosingChannel,
+    DefencePolicy,
+    DefenceTx,
+    WalletStatus,
+    WatchtowerStatus,
+    batch_runs,
+    payable,
+    plan_defence,
+    worth_claiming,
 )
 from channel.errors import (
     ChainError,
@@ -48,6 +60,7 @@ from channel.errors import (
 )
 from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
 from channel.store import PayeeStore, make_engine, metadata, migrate
+from channel.txsender import GWEI, FeePolicy, Pending, TxSender
 
 __all__ = [
     "ClaimPolicy",
@@ -111,6 +124,8 @@ class SentTx:
     ok: bool
     tx_hash: bytes | None = None
     error: str | None = None
+    nonce: int | None = None
+    replacements: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,18 @@ class PollResult:
     follow_error: str | None = None
     """Following failed this poll (node trouble): the act step still ran on the mirror, with
     our live channels re-read directly."""
+
+
+@dataclass(frozen=True)
+class _Tag:
+    """What one pending transaction of the watcher is for."""
+
+    tx_id: int
+    kind: str
+    batch: tuple[PayeeChannelState, ...]
+    ids: tuple[bytes, ...]
+    amounts: tuple[int, ...]
+    urgent: bool
 
 
 @dataclass
@@ -150,9 +177,38 @@ class Watcher:
     close_on_defend: bool = False
     """Answer a payer's close with ``closeByPayee`` (ends it now, when we are the payee)
     instead of ``claim`` (the channel stays closing and the payer settles the rest later)."""
+    defence: DefencePolicy = field(default_factory=DefencePolicy)
+    max_fee_per_gas: int = 500 * GWEI
+    """Fee cap of a defence at its deadline (PIECEWORK_MAX_FEE_GWEI); a quarter of it for
+    routine claims and far deadlines (see channel.txsender)."""
+    bump_after: float = 4.0
+    """Seconds a transaction may stay pending before it is replaced with higher fees."""
+    sender: TxSender | None = None
+    """The one sender (nonce owner, fee bumps) of this watcher; built on first use."""
+    on_alert: Callable[[str, str], None] | None = None
+    """Called with (kind, message) for each alert (the api counts them in /metrics)."""
+    on_wallet: Callable[[int, bool], None] | None = None
+    """Called with (balance in wei, low) after each poll (the api's wallet gauge)."""
+    alert_counts: dict[str, int] = field(default_factory=dict, init=False)
     # Voucher amounts already sent per channel, with the block the tx was mined in (None:
-    # reverted). Prevents resending the same voucher until the mirror has caught up.
+    # failed on its own). Prevents resending the same voucher until the mirror has caught up.
     _attempted: dict[bytes, tuple[int, int | None]] = field(default_factory=dict, init=False)
+    _inflight: dict[bytes, int] = field(default_factory=dict, init=False)
+    _suspects: set[bytes] = field(default_factory=set, init=False)
+    _failed_closing: set[bytes] = field(default_factory=set, init=False)
+    _dust: set[bytes] = field(default_factory=set, init=False)
+    _late: set[bytes] = field(default_factory=set, init=False)
+    _alerts: list[Alert] = field(default_factory=list, init=False)
+    _history: list[DefenceTx] = field(default_factory=list, init=False)
+    _wallet: WalletStatus | None = field(default=None, init=False)
+    _wallet_alerted: bool = field(default=False, init=False)
+    _deadline_alerted: set[int] = field(default_factory=set, init=False)
+    _withdrawing: set[str] = field(default_factory=set, init=False)
+    _withdraw_backoff: dict[str, float] = field(default_factory=dict, init=False)
+    _last_withdraw_check: float = field(default=float("-inf"), init=False)
+    _resubmit_needed: bool = field(default=False, init=False)
+    _chain_now: int | None = field(default=None, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
 
     def __post_init__(self) -> None:
         if self.confirmations < 1:
@@ -163,7 +219,11 @@ class Watcher:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, *, interval: float = 2.0) -> None:
-        """Poll until ``stop`` is set; node or database hiccups are logged and retried."""
+        """Poll until ``stop`` is set; node or database hiccups are logged and retried.
+
+        Every wait inside a poll watches ``stop`` too, so a leader handing over is never held
+        up by a transaction that takes long to mine."""
+        self._stop = stop
         failures = 0
         while not stop.is_set():
             try:
@@ -347,30 +407,95 @@ class Watcher:
         return self.payees is None or payee.lower() in self.payees
 
     # -- acting ---------------------------------------------------------------------------
+    #
+    # Every transaction goes through one TxSender (one nonce owner, fees bumped while pending)
+    # and none is waited for alone: a poll plans, submits everything, then waits up to
+    # ``defence.act_wait`` for all of them together, replacing stuck ones. Whatever is still
+    # pending is carried to the next poll and reported when it ends.
 
     def _act(self, safe_block: int) -> list[SentTx]:
+        finished: list[SentTx] = []
+        rounds = 0
+        submitted: list[Pending] = []
         now = self.chain.timestamp()
+        self._chain_now = now
+        finished.extend(self._collect(self._sender().tick(now)))
+        while rounds < 3 and not self._stop.is_set():
+            rounds += 1
+            now = self.chain.timestamp()
+            new, early = self._plan_and_submit(now, safe_block)
+            submitted.extend(new)
+            finished.extend(early)
+            if not new:
+                break
+            finished.extend(self._wait(submitted))
+            if not self._resubmit_needed:
+                break
+        withdrawals = self._maybe_withdraw(now)
+        if withdrawals:
+            finished.extend(self._wait(withdrawals))
+        self._check_wallet()
+        self._check_deadlines(now)
+        return finished
+
+    def _plan_and_submit(self, now: int, safe_block: int) -> tuple[list[Pending], list[SentTx]]:
+        self._resubmit_needed = False
         urgent: list[PayeeChannelState] = []
         routine: list[PayeeChannelState] = []
         for ch in self.store.channels():
             if ch.voucher_signature is None or not self._ours(ch.payee):
                 continue
-            payable = min(ch.accepted, ch.deposit) - ch.claimed
-            if payable <= 0 or self._already_sent(ch, safe_block):
+            amount = payable(ch)
+            if amount <= 0 or self._inflight.get(ch.channel_id, -1) >= ch.accepted:
+                continue
+            if self._already_sent(ch, safe_block):
                 continue
             if ch.status is ChannelStatus.CLOSING:
                 if now < ch.closes_at:
                     urgent.append(ch)
-                else:
-                    self._say(f"too late for 0x{ch.channel_id.hex()}: challenge period ended "
-                              f"at {ch.closes_at} (now {now}), {payable} unclaimed")
-            elif ch.status is ChannelStatus.OPEN and self._due(ch, payable):
+                elif ch.channel_id not in self._late:
+                    self._late.add(ch.channel_id)
+                    self._alert("too_late",
+                                f"too late for 0x{ch.channel_id.hex()}: challenge period ended "
+                                f"at {ch.closes_at} (now {now}), {amount} unclaimed")
+            elif ch.status is ChannelStatus.OPEN and self._due(ch, amount):
                 routine.append(ch)
-        sent = [self._defend(ch, ch.voucher_signature or b"")
-                for ch in sorted(urgent, key=lambda c: c.closes_at)]
-        for i in range(0, len(routine), self.policy.max_batch):
-            sent.append(self._claim_batch(routine[i:i + self.policy.max_batch]))
-        return sent
+        if not urgent and not routine:
+            return [], []
+        base, tip = self.chain.fee_quote()
+        price = base + tip
+        plan = plan_defence(urgent, price, self.defence, alone=frozenset(self._suspects))
+        new_dust = [ch for ch in plan.dust if ch.channel_id not in self._dust]
+        if new_dust:
+            self._dust.update(ch.channel_id for ch in new_dust)
+            self._say(f"{len(new_dust)} closing channel(s) pay less than "
+                      f"{self.defence.fee_multiple}x their gas at {price} wei/gas, not claimed "
+                      f"(largest {max(payable(c) for c in new_dust)}): "
+                      f"{_ids([c.channel_id for c in new_dust[:5]])}"
+                      + (" ..." if len(new_dust) > 5 else ""))
+        pending: list[Pending] = []
+        early: list[SentTx] = []
+        as_payee = (self.close_on_defend and self.chain.account is not None)
+        for batch in plan.batches:
+            if as_payee and all(c.payee == self.chain.sender for c in batch):
+                for ch in batch:
+                    self._submit("closeByPayee", [ch], now, pending, early, urgent=True)
+            else:
+                self._submit("claim" if len(batch) == 1 else "claimMany", batch, now, pending,
+                             early, urgent=True)
+        worth = [c for c in routine
+                 if worth_claiming(payable(c), c.token, self.defence.claim_gas, price,
+                                   self.defence.fee_multiple)]
+        size = min(self.policy.max_batch, self.defence.entries_per_tx())
+        for i in range(0, len(worth), size):
+            chunk = worth[i:i + size]
+            if len(chunk) > 1 and any(c.channel_id in self._suspects for c in chunk):
+                for ch in chunk:
+                    self._submit("claim", [ch], now, pending, early, urgent=False)
+            else:
+                self._submit("claim" if len(chunk) == 1 else "claimMany", chunk, now, pending,
+                             early, urgent=False)
+        return pending, early
 
     def _already_sent(self, ch: PayeeChannelState, safe_block: int) -> bool:
         attempt = self._attempted.get(ch.channel_id)
@@ -380,7 +505,10 @@ class Watcher:
         if amount < ch.accepted:
             return False  # a newer voucher arrived since: worth a new transaction
         if mined is None:
-            return True  # reverted with this voucher: do not loop on it
+            # Failed on its own with this voucher: do not loop on it. A routine failure does
+            # not disable defence: once the payer starts closing, it is defended (once).
+            return not (ch.status is ChannelStatus.CLOSING
+                        and ch.channel_id not in self._failed_closing)
         if mined <= safe_block:
             # The mirror already reflects that block: if claimed is still low the transaction
             # did not stick (reorg), so it may be sent again, from the node's nonce.
@@ -395,62 +523,383 @@ class Watcher:
         oldest = self.store.oldest_unclaimed_at(ch.channel_id, ch.claimed)
         return oldest is not None and self.clock() - oldest >= self.policy.max_age
 
-    def _defend(self, ch: PayeeChannelState, sig: bytes) -> SentTx:
-        as_payee = (self.close_on_defend and self.chain.account is not None
-                    and ch.payee == self.chain.sender)
-        kind = "closeByPayee" if as_payee else "claim"
-        self._say(f"channel 0x{ch.channel_id.hex()} is closing at {ch.closes_at}: {kind} "
-                  f"{ch.accepted} (claimed {ch.claimed})")
-
-        def send() -> Any:
-            if as_payee:
-                return self.chain.close_by_payee(ch.channel_id, ch.accepted, sig)
-            return self.chain.claim(ch.channel_id, ch.accepted, sig)
-
-        return self._send(kind, [ch], send)
-
-    def _claim_batch(self, batch: Sequence[PayeeChannelState]) -> SentTx:
-        claims = [Claim(c.channel_id, c.accepted, c.voucher_signature or b"") for c in batch]
-        if len(claims) == 1:
-            only = claims[0]
-            return self._send("claim", batch, lambda: self.chain.claim(
-                only.channel_id, only.cumulative_amount, only.payer_signature))
-        return self._send("claimMany", batch, lambda: self.chain.claim_many(claims))
-
-    def _send(
-        self, kind: str, channels: Sequence[PayeeChannelState], send: Callable[[], Any]
-    ) -> SentTx:
-        ids = tuple(c.channel_id for c in channels)
-        amounts = tuple(c.accepted for c in channels)
-        tx_id = self.store.add_transaction(kind, ids)
-
-        def sent_hook(tx_hash: bytes, nonce: int) -> None:
-            self.store.update_transaction(tx_id, tx_hash="0x" + tx_hash.hex(), nonce=nonce,
-                                          status="sent", attempts=1)
-
+    def _submit(
+        self, kind: str, batch: Sequence[PayeeChannelState], now: int, pending: list[Pending],
+        early: list[SentTx], *, urgent: bool,
+    ) -> None:
+        """Check, estimate and send one transaction for ``batch``; split it when the estimate
+        reverts or it needs more gas than the cap (bisecting down to single channels)."""
+        if self.chain.check_preconditions:
+            batch = self._live(kind, batch, now, early, urgent=urgent)
+            if not batch:
+                return
+            if kind == "claimMany" and len(batch) == 1:
+                kind = "claim"
+        batch = sorted(batch, key=lambda c: (c.payee.lower(), c.token.lower())) \
+            if kind == "claimMany" else list(batch)
+        tx = self._tx_for(kind, batch)
         try:
-            with self.chain.sent_hook(sent_hook):
-                result = send()
-        except (ContractRevert, PreconditionFailed) as exc:
-            status = "reverted" if isinstance(exc, ContractRevert) else "skipped"
-            self.store.update_transaction(tx_id, status=status, last_error=str(exc)[:2000])
-            for c in channels:
-                self._attempted[c.channel_id] = (c.accepted, None)
-            self._say(f"{kind} for {_ids(ids)} {status}: {exc}")
-            self._refresh(ids)
-            return SentTx(kind, ids, amounts, False, error=str(exc))
+            estimate = self.chain.estimate_gas(kind, tx)
+        except ContractRevert as exc:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                for part in (batch[:half], batch[half:]):
+                    self._submit("claim" if len(part) == 1 else "claimMany", part, now,
+                                 pending, early, urgent=urgent)
+                return
+            early.append(self._failed(kind, batch, "reverted", exc, urgent=urgent))
+            return
         except ChainError as exc:
-            # Timeout / node trouble: the transaction may still land; the next poll re-reads,
-            # and sends from the node's nonce (a dropped one must not leave a gap).
+            early.append(self._failed(kind, batch, "failed", exc, urgent=urgent))
+            return
+        gas = (estimate + estimate * self.defence.margin_percent // 100
+               + self.defence.payout_gas * batch_runs(batch))
+        if gas > self.defence.max_gas and len(batch) > 1:
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                self._submit("claim" if len(part) == 1 else "claimMany", part, now, pending,
+                             early, urgent=urgent)
+            return
+        deadline = min(c.closes_at for c in batch) if urgent else None
+        window = max(c.challenge_period for c in batch) if urgent else None
+        ids = tuple(c.channel_id for c in batch)
+        amounts = tuple(c.accepted for c in batch)
+        tx_id = self.store.add_transaction(kind, ids)
+        tag = _Tag(tx_id, kind, tuple(batch), ids, amounts, urgent)
+        try:
+            item = self._sender().submit(kind, tx, gas=gas, deadline=deadline, window=window,
+                                         now=now, tag=tag)
+        except ChainError as exc:
             self.chain.resync_nonce()
             self.store.update_transaction(tx_id, status="failed", last_error=str(exc)[:2000])
             self._say(f"{kind} for {_ids(ids)} failed: {exc}")
-            return SentTx(kind, ids, amounts, False, error=str(exc))
-        self.store.update_transaction(tx_id, status="mined", tx_hash="0x" + result.tx_hash.hex())
-        for c in channels:
-            self._attempted[c.channel_id] = (c.accepted, int(result.block_number))
-        self._say(f"{kind} for {_ids(ids)} mined in block {result.block_number}")
-        return SentTx(kind, ids, amounts, True, tx_hash=result.tx_hash)
+            if urgent:
+                self._alert("send_failed", f"defence {kind} for {_ids(ids)} not sent: {exc}")
+            early.append(SentTx(kind, ids, amounts, False, error=str(exc)))
+            return
+        self.store.update_transaction(tx_id, tx_hash="0x" + item.tx_hash.hex(),
+                                      nonce=item.nonce, status="sent", attempts=1)
+        for c in batch:
+            self._inflight[c.channel_id] = c.accepted
+        if urgent:
+            self._say(f"defending {_ids(ids)} (closing by {deadline}) with {kind}: nonce "
+                      f"{item.nonce}, tx 0x{item.tx_hash.hex()}")
+        pending.append(item)
+
+    def _live(
+        self, kind: str, batch: Sequence[PayeeChannelState], now: int, early: list[SentTx], *,
+        urgent: bool,
+    ) -> list[PayeeChannelState]:
+        """The channels of ``batch`` the chain (latest) would still pay; a single one that it
+        would not is recorded as skipped (nothing sent) and not retried with this voucher."""
+        keep: list[PayeeChannelState] = []
+        for ch in batch:
+            try:
+                onchain = self.chain.get_channel(ch.channel_id)
+            except ChainError as exc:
+                log.warning("reading 0x%s failed: %s", ch.channel_id.hex(), exc)
+                keep.append(ch)
+                continue
+            live = onchain.status is ChannelStatus.OPEN or (
+                onchain.status is ChannelStatus.CLOSING and now < onchain.closes_at)
+            if live and min(ch.accepted, onchain.deposit) > onchain.claimed:
+                keep.append(ch)
+                continue
+            if len(batch) == 1:
+                why = PreconditionFailed(
+                    f"0x{ch.channel_id.hex()} pays nothing now: status {onchain.status.name}, "
+                    f"claimed {onchain.claimed}, deposit {onchain.deposit}")
+                early.append(self._failed(kind, [ch], "skipped", why, urgent=urgent))
+            else:
+                self._refresh([ch.channel_id])
+        return keep
+
+    def _tx_for(self, kind: str, batch: Sequence[PayeeChannelState]) -> dict[str, Any]:
+        if kind == "claimMany":
+            entries = [(c.channel_id, c.accepted, c.voucher_signature or b"") for c in batch]
+            return self.chain.tx_data("claimMany", entries)
+        (ch,) = batch
+        fn = "closeByPayee" if kind == "closeByPayee" else "claim"
+        return self.chain.tx_data(fn, ch.channel_id, ch.accepted, ch.voucher_signature or b"")
+
+    def _failed(
+        self, kind: str, batch: Sequence[PayeeChannelState], status: str, exc: Exception, *,
+        urgent: bool,
+    ) -> SentTx:
+        """A single channel's transaction that failed on its own, before or when mined."""
+        ids = tuple(c.channel_id for c in batch)
+        amounts = tuple(c.accepted for c in batch)
+        tx_id = self.store.add_transaction(kind, ids)
+        self.store.update_transaction(tx_id, status=status, last_error=str(exc)[:2000])
+        self._mark_failed(batch, urgent=urgent)
+        self._say(f"{kind} for {_ids(ids)} {status}: {exc}")
+        self._refresh(ids)
+        return SentTx(kind, ids, amounts, False, error=str(exc))
+
+    def _mark_failed(self, batch: Sequence[PayeeChannelState], *, urgent: bool) -> None:
+        for c in batch:
+            self._attempted[c.channel_id] = (c.accepted, None)
+            self._suspects.discard(c.channel_id)
+            if urgent or c.status is ChannelStatus.CLOSING:
+                self._failed_closing.add(c.channel_id)
+                self._alert("defence_failed",
+                            f"defence of 0x{c.channel_id.hex()} failed on its own; "
+                            f"{payable(c)} at stake")
+
+    def _wait(self, items: Sequence[Pending]) -> list[SentTx]:
+        """Wait (interruptibly) until ``items`` end or ``act_wait`` passes, bumping fees."""
+        out: list[SentTx] = []
+        deadline = time.monotonic() + self.defence.act_wait
+        interval = 0.01
+        while any(i.state == "pending" for i in items) and time.monotonic() < deadline:
+            out.extend(self._collect(self._sender().tick(self.chain.timestamp())))
+            if not any(i.state == "pending" for i in items):
+                break
+            if self._stop.wait(interval):
+                break
+            interval = min(interval * 2, 0.25)
+        return out
+
+    def _collect(self, finished: Sequence[Pending]) -> list[SentTx]:
+        out: list[SentTx] = []
+        for item in finished:
+            tag = item.tag
+            if not isinstance(tag, _Tag):
+                out.extend(self._collect_other(item))
+                continue
+            for cid in tag.ids:
+                self._inflight.pop(cid, None)
+            tx_hash = "0x" + item.tx_hash.hex()
+            if item.state == "mined":
+                block = int(item.receipt["blockNumber"])
+                self.store.update_transaction(tag.tx_id, status="mined", tx_hash=tx_hash,
+                                              attempts=len(item.hashes))
+                for c, amount in zip(tag.ids, tag.amounts, strict=True):
+                    self._attempted[c] = (amount, block)
+                    self._suspects.discard(c)
+                self._say(f"{tag.kind} for {_ids(tag.ids)} mined in block {block}"
+                          + (f" after {item.replacements} fee bump(s)"
+                             if item.replacements else ""))
+                self._record(item, "mined")
+                out.append(SentTx(tag.kind, tag.ids, tag.amounts, True, tx_hash=item.tx_hash,
+                                  nonce=item.nonce, replacements=item.replacements))
+                continue
+            if item.state == "lost":
+                self.store.update_transaction(tag.tx_id, status="failed",
+                                              last_error=(item.error or "")[:2000])
+                self._say(f"{tag.kind} for {_ids(tag.ids)} lost: {item.error}")
+                self.chain.resync_nonce()
+                self._refresh(tag.ids)
+                self._record(item, "lost")
+                self._resubmit_needed = True
+                out.append(SentTx(tag.kind, tag.ids, tag.amounts, False, tx_hash=item.tx_hash,
+                                  error=item.error, nonce=item.nonce))
+                continue
+            error = self.chain.explain_failure(tag.kind, item.tx, item.receipt)
+            self.store.update_transaction(tag.tx_id, status="reverted", tx_hash=tx_hash,
+                                          last_error=str(error)[:2000])
+            self._record(item, "reverted")
+            self._say(f"{tag.kind} for {_ids(tag.ids)} reverted: {error}")
+            self._refresh(tag.ids)
+            if len(tag.batch) == 1:
+                self._mark_failed(tag.batch, urgent=tag.urgent)
+            else:
+                self._isolate(tag, item)
+            out.append(SentTx(tag.kind, tag.ids, tag.amounts, False, tx_hash=item.tx_hash,
+                              error=str(error), nonce=item.nonce))
+        return out
+
+    def _isolate(self, tag: _Tag, item: Pending) -> None:
+        """A batch reverted: find the channel(s) that made it revert by replaying each alone
+        (``eth_call`` with the batch's fees and the gas it would get alone); those are marked
+        failed, the others are sent again at once. When no single replay reverts, every channel
+        of the batch is sent alone (a bisection down to one)."""
+        culprits: list[PayeeChannelState] = []
+        for ch in tag.batch:
+            tx = self._tx_for("claim", [ch])
+            try:  # sized exactly as it would be sent alone...
+                estimate = self.chain.estimate_gas("claim", tx)
+            except ContractRevert:
+                culprits.append(ch)
+                continue
+            except ChainError:
+                continue
+            # ...and replayed with the fees the batch paid (a token may look at them).
+            tx.update(gas=estimate + estimate * self.defence.margin_percent // 100
+                      + self.defence.payout_gas,
+                      maxFeePerGas=item.max_fee, maxPriorityFeePerGas=item.tip)
+            if self.chain.call_would_revert(tx) is not None:
+                culprits.append(ch)
+        if culprits:
+            self._say(f"{tag.kind} reverted because of {_ids([c.channel_id for c in culprits])};"
+                      f" sending the other {len(tag.batch) - len(culprits)} again")
+            self._mark_failed(culprits, urgent=tag.urgent)
+        else:
+            self._suspects.update(tag.ids)
+            self._say(f"{tag.kind} reverted and no channel fails alone: sending each alone")
+        self._resubmit_needed = True
+
+    def _record(self, item: Pending, state: str) -> None:
+        tag = item.tag
+        kind = tag.kind if isinstance(tag, _Tag) else item.what
+        ids = tuple("0x" + c.hex() for c in tag.ids) if isinstance(tag, _Tag) else ()
+        self._history.append(DefenceTx(kind, ids, "0x" + item.tx_hash.hex(), item.nonce,
+                                       item.max_fee, item.tip, item.gas, item.replacements,
+                                       state, item.deadline))
+        del self._history[:-100]
+
+    # -- deferred payouts (item 11) --
+
+    def _maybe_withdraw(self, now: int) -> list[Pending]:
+        """Withdraw deferred payouts (``owed``) of the signing account, if it is a payee."""
+        sent: list[Pending] = []
+        if self.chain.account is None or self._stop.is_set():
+            return sent
+        me = self.chain.sender
+        if not self._ours(me):
+            return sent
+        if self.clock() - self._last_withdraw_check < self.defence.withdraw_interval:
+            return sent
+        self._last_withdraw_check = self.clock()
+        tokens = {ZERO_ADDRESS} | {c.token for c in self.store.channels()
+                                   if c.payee.lower() == me.lower()}
+        for token in sorted(tokens):
+            if token in self._withdrawing or self._withdraw_backoff.get(token, 0.0) > self.clock():
+                continue
+            try:
+                owed = self.chain.owed(me, token)
+            except ChainError as exc:
+                log.warning("reading owed(%s) failed: %s", token, exc)
+                continue
+            if owed <= 0:
+                continue
+            base, tip = self.chain.fee_quote()
+            if not worth_claiming(owed, token, self.defence.withdraw_gas, base + tip,
+                                  self.defence.fee_multiple):
+                continue
+            tx = self.chain.tx_data("withdraw", token, me)
+            try:
+                estimate = self.chain.estimate_gas("withdraw", tx)
+                gas = estimate + estimate * self.defence.margin_percent // 100
+                # Replayed with real fees first: a token that behaves only under
+                # eth_estimateGas would otherwise burn this gas again at every retry.
+                trial = {**tx, "gas": gas, "maxFeePerGas": 2 * base + tip,
+                         "maxPriorityFeePerGas": tip}
+                refused = self.chain.call_would_revert(trial)
+                if refused is not None:
+                    raise refused
+                sent.append(self._sender().submit("withdraw", tx, gas=gas, now=now,
+                                                  tag=("withdraw", token)))
+            except ChainError as exc:
+                self._say(f"withdraw of {owed} {token} not sent: {exc}")
+                self._withdraw_backoff[token] = self.clock() + 10 * self.defence.withdraw_interval
+                continue
+            self._withdrawing.add(token)
+            self._say(f"withdrawing {owed} deferred {token}")
+        return sent
+
+    def _collect_other(self, item: Pending) -> list[SentTx]:
+        tag = item.tag
+        if isinstance(tag, tuple) and tag and tag[0] == "withdraw":
+            token = str(tag[1])
+            self._withdrawing.discard(token)
+            ok = item.state == "mined"
+            if not ok:
+                self._withdraw_backoff[token] = self.clock() + 10 * self.defence.withdraw_interval
+            self._record(item, item.state)
+            self._say(f"withdraw of {token} {item.state}")
+            return [SentTx("withdraw", (), (), ok, tx_hash=item.tx_hash, nonce=item.nonce,
+                           error=None if ok else item.error or item.state)]
+        return []
+
+    # -- wallet, deadlines, alerts, status --
+
+    def _check_wallet(self) -> None:
+        if self.chain.account is None:
+            return
+        try:
+            balance = self.chain.balance(self.chain.sender)
+        except ChainError as exc:
+            log.warning("reading the wallet balance failed: %s", exc)
+            return
+        low = balance < self.defence.wallet_min_balance
+        self._wallet = WalletStatus(self.chain.sender, balance, self.defence.wallet_min_balance,
+                                    low)
+        if self.on_wallet is not None:
+            self.on_wallet(balance, low)
+        if low and not self._wallet_alerted:
+            self._alert("wallet_low", f"hot wallet {self.chain.sender} holds {balance} wei, "
+                        f"below {self.defence.wallet_min_balance}: defences may fail for gas")
+        self._wallet_alerted = low
+
+    def _check_deadlines(self, now: int) -> None:
+        """Alert when a pending defence may not make it: less than three bump intervals left."""
+        margin = 3 * self._sender().policy.bump_after + 2
+        for item in self._sender().pending:
+            if item.deadline is None or id(item) in self._deadline_alerted:
+                continue
+            if item.deadline - now <= margin:
+                self._deadline_alerted.add(id(item))
+                self._alert("defence_late",
+                            f"{item.what} nonce {item.nonce} still pending {item.deadline - now}s"
+                            f" before closesAt (max fee {item.max_fee})")
+
+    def _alert(self, kind: str, message: str) -> None:
+        log.error("watchtower alert (%s): %s", kind, message)
+        self.alert_counts[kind] = self.alert_counts.get(kind, 0) + 1
+        self._alerts.append(Alert(kind, message, time.time()))
+        del self._alerts[:-50]
+        if self.report is not None:
+            self.report(message)
+        if self.on_alert is not None:
+            self.on_alert(kind, message)
+
+    def _sender(self) -> TxSender:
+        if self.sender is None:
+            self.sender = TxSender(self.chain, FeePolicy(
+                max_fee_per_gas=self.max_fee_per_gas, max_gas=self.defence.max_gas,
+                bump_after=self.bump_after), alert=self._alert)
+        return self.sender
+
+    def status(self) -> WatchtowerStatus:
+        """A snapshot for the dashboard (GET /v1/watchtower): closing channels, defences,
+        wallet, alerts."""
+        now = self._chain_now if self._chain_now is not None else int(self.clock())
+        closing: list[ClosingChannel] = []
+        for ch in self.store.channels():
+            if ch.status is not ChannelStatus.CLOSING or not self._ours(ch.payee):
+                continue
+            amount = payable(ch)
+            cid = ch.channel_id
+            if cid in self._inflight:
+                state = "defending"
+            elif amount <= 0 or (cid in self._attempted and self._attempted[cid][1] is not None):
+                state = "defended"
+            elif cid in self._dust:
+                state = "dust"
+            elif cid in self._failed_closing:
+                state = "failed"
+            elif ch.closes_at <= now:
+                state = "too_late"
+            else:
+                state = "waiting"
+            closing.append(ClosingChannel("0x" + cid.hex(), ch.closes_at, max(amount, 0),
+                                          ch.token, state))
+        sender = self.sender
+        live = [DefenceTx(p.tag.kind if isinstance(p.tag, _Tag) else p.what,
+                          tuple("0x" + c.hex() for c in p.tag.ids) if isinstance(p.tag, _Tag)
+                          else (), "0x" + p.tx_hash.hex(), p.nonce, p.max_fee, p.tip, p.gas,
+                          p.replacements, "pending", p.deadline)
+                for p in (sender.pending if sender is not None else [])]
+        return WatchtowerStatus(
+            closing=tuple(sorted(closing, key=lambda c: c.closes_at)),
+            defences=tuple(live + self._history[::-1]),
+            wallet=self._wallet,
+            alerts=tuple(self._alerts),
+            alert_counts=dict(self.alert_counts),
+            replacements=sender.replacements if sender is not None else 0,
+            dust_skipped=len(self._dust),
+        )
 
     def _refresh(self, ids: Iterable[bytes]) -> None:
         """After a revert: the chain disagreed with our mirror, so re-read it now."""

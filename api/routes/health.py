@@ -42,6 +42,14 @@ def healthz(runtime: RuntimeDep) -> Response:
     except PieceworkError:
         node = "down"
     extra, trouble = _chain_fields(runtime) if node == "ok" else ({}, [])
+    wallet = None
+    if runtime.wallet is not None and node == "ok":
+        try:
+            wallet = runtime.wallet()
+        except PieceworkError:
+            wallet = None
+    if wallet is not None:
+        extra["wallet"] = wallet
     if database == "ok" and node == "ok" and not trouble:
         return JSONResponse({"status": "ok", "database": database, "node": node, **extra})
     return problem_response(

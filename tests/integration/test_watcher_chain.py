@@ -12,6 +12,7 @@ from piecework_testnode import CHAIN_ID, Accounts, Deployment, mine, rpc
 from web3 import Web3
 
 from channel.chain import ChainClient
+from channel.defence import DefencePolicy
 from channel.messages import Domain, Voucher, task_id_hash
 from channel.signing import Signer
 from channel.state import ChannelStatus, PaymentAccepted
@@ -30,8 +31,11 @@ def pay(twin: PayeeTwin, accounts: Accounts, deployment: Deployment, channel_id:
 
 
 def watcher_for(client: ChainClient, twin: PayeeTwin, accounts: Accounts, **kw: object) -> Watcher:
+    # Toy amounts (wei) are far below any gas cost: turn the worth-its-gas rule off here
+    # (tests/reliability/test_watchtower_attacks.py tests that rule).
     options: dict[str, object] = {"payees": frozenset({accounts.payee.address}),
-                                  "policy": ClaimPolicy(default_threshold=10**30)}
+                                  "policy": ClaimPolicy(default_threshold=10**30),
+                                  "defence": DefencePolicy(fee_multiple=0)}
     options.update(kw)
     return Watcher(client, twin.service.store, **options)  # type: ignore[arg-type]
 

@@ -40,6 +40,7 @@ from reliability_harness import (
 from web3 import Web3
 
 from channel.chain import ChainClient, find_artifact, load_artifact
+from channel.defence import DefencePolicy
 from channel.devnet import ManagedProcess, Supervisor, find_anvil, free_port
 from channel.messages import CloseConsent, Domain, Voucher
 from channel.payee import PayeeService
@@ -190,9 +191,11 @@ def _payee_side(
     service = PayeeService(store, Signer(bytes(accounts.payee.key)), domain_of(deployment),
                            Source(), min_challenge_period=60)
     reports: list[str] = []
+    # Toy amounts (wei): the worth-its-gas rule is off here (test_watchtower_attacks.py).
     options: dict[str, object] = {"payees": frozenset({accounts.payee.address}),
                                   "policy": ClaimPolicy(default_threshold=10**30),
-                                  "report": reports.append}
+                                  "report": reports.append,
+                                  "defence": DefencePolicy(fee_multiple=0)}
     options.update(kw)
     watcher = Watcher(make_client(accounts.payee, receipt_timeout=15), store,
                       **options)  # type: ignore[arg-type]

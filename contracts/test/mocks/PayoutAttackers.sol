@@ -182,3 +182,43 @@ contract MoodyReceiver {
         return ret;
     }
 }
+
+/// @notice ERC-20 that is honest and cheap when the transaction pays no gas price, as
+/// `eth_estimateGas` without fee fields runs it, and burns its whole payout budget in a real
+/// transaction. A `claimMany` whose gas limit is the estimate plus a margin then starves the
+/// payout and reverts with `InsufficientGasForPayout` (issue 11, item 1): the attack a watchtower
+/// must survive. With enough gas the payout is deferred to `owed` like any failed payout.
+contract EstimateDodgingToken {
+    mapping(address => uint256) public balanceOf;
+    mapping(address => mapping(address => uint256)) public allowance;
+
+    event Transfer(address indexed from, address indexed to, uint256 value);
+
+    /// @notice Mints `amount` to `to` (test token: unrestricted).
+    function mint(address to, uint256 amount) external {
+        balanceOf[to] += amount;
+    }
+
+    function approve(address spender, uint256 amount) external returns (bool) {
+        allowance[msg.sender][spender] = amount;
+        return true;
+    }
+
+    function transferFrom(address from, address to, uint256 amount) external returns (bool) {
+        allowance[from][msg.sender] -= amount;
+        _move(from, to, amount);
+        return true;
+    }
+
+    function transfer(address to, uint256 amount) external returns (bool) {
+        if (tx.gasprice != 0) burnAllGas();
+        _move(msg.sender, to, amount);
+        return true;
+    }
+
+    function _move(address from, address to, uint256 amount) private {
+        balanceOf[from] -= amount;
+        balanceOf[to] += amount;
+        emit Transfer(from, to, amount);
+    }
+}
