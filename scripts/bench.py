@@ -184,6 +184,17 @@ def section_pipeline(res: Results, quick: bool) -> None:
             goal, met = ">= 3,000/s", (lambda f: f.value >= 3_000)
         res.add("pipeline", key.replace("_per_s", "").replace("_", " "), value, "/s",
                 base_name, base, goal=goal, met=met, note=note)
+    for backend in ("sqlite", "postgres"):
+        committer = next((v for k, v in data.items()
+                          if k.startswith(f"{backend}_group_committer_") and k.endswith("_per_s")),
+                         None)
+        direct = next((v for k, v in data.items()
+                       if k.startswith(f"{backend}_group_commit_batch")), None)
+        if committer and direct:
+            res.add("pipeline", f"{backend} group committer vs direct accept_many batches",
+                    committer, "/s", "direct accept_many batches (same run)", direct,
+                    goal=">= 0.85 x direct" if backend == "sqlite" else "",
+                    met=(lambda f: f.ratio >= 0.85) if backend == "sqlite" else None)
     if not any(k.startswith("postgres") for k in data) and why is None:
         res.notes.append("pipeline: bench_core.py reported no PostgreSQL figures")
 
@@ -212,7 +223,8 @@ def section_http(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdi
             continue
         res.add("http", f"{label} paid/s", cell["paid_per_s"], "/s",
                 f"bare FastAPI {workers}w c={conns}", bare["paid_per_s"],
-                goal=">= 0.7 x bare", met=lambda f: f.ratio >= 0.7,
+                goal=">= 0.6 x bare" if conns == 64 else "",
+                met=(lambda f: f.ratio >= 0.6) if conns == 64 else None,
                 note=f"errors {cell['errors']}, wrk CPU "
                      f"{cell['wrk_cpu_fraction_of_one_core']:.0%} of a core")
         for p in ("p50", "p99", "max"):
@@ -392,14 +404,19 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
         lib_channel = payer.open_channel(payee_address, library_tasks * price,
                                          challenge_period=3_600)
         windows = []
+        library_seconds = 0.0
         for w in range(2):
             t = time.perf_counter()
             for i in range(library_tasks // 2):
                 payer.pay(url, lib_channel, f"lib-{w}-{i}", price)
-            windows.append((library_tasks // 2) / (time.perf_counter() - t))
+            spent = time.perf_counter() - t
+            library_seconds += spent
+            windows.append((library_tasks // 2) / spent)
+        payer.close()
     finally:
         bench_http.stop(sup, proc)
     lean_rate = tasks / phases["pay over HTTP"]
+    library_rate = 2 * (library_tasks // 2) / library_seconds
     res.raw["e2e"] = {"tasks": tasks, "seconds": phases, "total_seconds": total,
                       "gas": {"claimMany": claimed.gas_used, "cooperativeClose": closed.gas_used},
                       "payer_library_rate_windows": windows}
@@ -409,11 +426,52 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
             tasks / single if single else 0,
             note=", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
     res.add("e2e", "payments/s over HTTP, one client, receipts verified", lean_rate, "/s",
-            "in-process SQLite single-commit accept (2)", single or 0)
+            "in-process SQLite single-commit accept (2)", single or 0,
+            goal=">= 700/s", met=lambda f: f.value >= 700)
+    res.add("e2e", f"Payer.pay (client library) payments/s, all {2 * (library_tasks // 2)}",
+            library_rate, "/s", "lean client above", lean_rate,
+            goal=">= 0.9 x lean", met=lambda f: f.ratio >= 0.9)
     for w, rate in enumerate(windows):
         res.add("e2e", f"Payer.pay (client library) payments/s, payments "
                 f"{w * library_tasks // 2}-{(w + 1) * library_tasks // 2}", rate, "/s",
                 "lean client above", lean_rate)
+
+
+# --- summary.json -----------------------------------------------------------------------------
+
+SUMMARY_KEYS = ("sequential_payments_per_s", "payer_library_ratio", "http_ratio_sqlite_1w_c64",
+                "http_ratio_sqlite_2w_c64", "http_ratio_postgres_2w_c64", "p99_ms_sqlite_1w_c64",
+                "committer_ratio", "stored_1m_ratio")
+
+
+def summary(res: Results, quick: bool) -> dict[str, float | None]:
+    """Issue 13's figures, exactly these keys, numbers (None where not measured this run)."""
+    def fig(section: str, prefix: str) -> Figure | None:
+        return next((f for f in res.figures
+                     if f.section == section and f.name.startswith(prefix)), None)
+
+    def ratio(f: Figure | None) -> float | None:
+        return None if f is None or not f.baseline_value else round(f.ratio, 4)
+
+    def value(f: Figure | None) -> float | None:
+        return None if f is None else round(f.value, 2)
+
+    stored = res.raw.get("scaling", {}).get("by_stored", [])
+    stored_ratio = None
+    if not quick and len(stored) >= 2 and stored[-1]["stored_payments"] >= 1_000_000:
+        stored_ratio = round(stored[-1]["payments_per_s"] / stored[0]["payments_per_s"], 4)
+    out = {
+        "sequential_payments_per_s": value(fig("e2e", "payments/s over HTTP, one client")),
+        "payer_library_ratio": ratio(fig("e2e", "Payer.pay (client library) payments/s, all")),
+        "http_ratio_sqlite_1w_c64": ratio(fig("http", "sqlite 1w c=64 paid/s")),
+        "http_ratio_sqlite_2w_c64": ratio(fig("http", "sqlite 2w c=64 paid/s")),
+        "http_ratio_postgres_2w_c64": ratio(fig("http", "postgres 2w c=64 paid/s")),
+        "p99_ms_sqlite_1w_c64": value(fig("http", "sqlite 1w c=64 latency p99")),
+        "committer_ratio": ratio(fig("pipeline", "sqlite group committer vs direct")),
+        "stored_1m_ratio": stored_ratio,
+    }
+    assert tuple(out) == SUMMARY_KEYS
+    return out
 
 
 # --- plots and report ------------------------------------------------------------------------
@@ -613,8 +671,14 @@ def main() -> int:
         res.failures.append(f"plots: {type(exc).__name__}: {exc}")
     (args.out / "results.json").write_text(json.dumps(res.to_json(meta), indent=2) + "\n")
     (args.out / "report.md").write_text(report(res, meta, images))
+    (args.out / "summary.json").write_text(json.dumps(summary(res, args.quick), indent=2) + "\n")
     missed = [f for f in res.figures if f.goal_met is False]
-    log(f"\nwrote {args.out / 'report.md'} and results.json ({len(res.figures)} figures, "
+    for f in res.figures:
+        if f.goal_met is not None:
+            log(f"  goal {'met   ' if f.goal_met else 'MISSED'} {f.section}: {f.name}: "
+                f"{fmt(f.value)} {f.unit} (ratio {fmt(f.ratio)}; goal {f.goal})")
+    log(f"\nwrote {args.out / 'report.md'}, summary.json and results.json "
+        f"({len(res.figures)} figures, "
         f"{len(missed)} goals missed, {len(res.failures)} failures) in {meta['seconds']:.0f} s")
     for f in res.failures:
         log(f"FAILED: {f}")
