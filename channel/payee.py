@@ -734,16 +734,19 @@ class GroupCommitter:
     """Collects concurrent payments from many threads and commits them in pipelined batches.
 
     ``submit`` returns a ``Future``; ``accept`` blocks on it. A decider thread drains the
-    queue (whatever arrived, plus what arrives within ``max_wait`` seconds, up to
-    ``max_batch``) and verifies and signs the batch while a committer thread is still
-    fsyncing the previous one: the CPU work overlaps the disk wait. The decider sees the
+    queue (whatever arrived, up to ``max_batch``; no fixed linger unless ``max_wait`` > 0)
+    and verifies and signs the batch while a committer thread is still fsyncing the previous
+    one: the CPU work overlaps the disk wait. The decider drains only once the committer has
+    taken the previous plan, so a batch holds everything that queued during the commit before
+    it and is committed as soon as that commit ends: a lone payment waits for no timer, and
+    under load the batch grows with the queue instead of with a fixed wait. The decider sees the
     in-flight batch's channel states (an overlay), so consecutive payments on one channel
     can sit in consecutive batches; if a batch loses its compare-and-set, the batch decided
     on top of it is redone request by request against the database.
     """
 
     def __init__(
-        self, service: PayeeService, max_batch: int = 256, max_wait: float = 0.001
+        self, service: PayeeService, max_batch: int = 256, max_wait: float = 0.0
     ) -> None:
         self.service = service
         self.max_batch = max_batch
@@ -785,12 +788,16 @@ class GroupCommitter:
         if first is None:
             return [], True
         batch = [first]
-        # Callers released by the previous batch come back one by one; waiting up to
-        # max_wait for the stragglers turns many tiny batches (one fsync each) into one.
+        # Whatever queued while the previous batch was being committed. A fixed linger
+        # (max_wait) only delays a lone payment: under load the queue fills during each
+        # commit by itself. Tests set max_wait to force several payments into one batch.
         deadline = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                if self.max_wait > 0:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
@@ -822,11 +829,16 @@ class GroupCommitter:
                 for key in plan.tasks:
                     self._inflight_tasks[key] = seq
             self._plans.put(_InFlight(seq, plan, [f for _, f in batch], depends))
+            # Decide the next batch only once the committer has taken this one: payments
+            # arriving meanwhile then join the batch committed right after it, instead of a
+            # small batch decided early and left waiting a whole commit in the hand-off.
+            self._plans.join()
         self._plans.put(None)
 
     def _commit_loop(self) -> None:
         while True:
             item = self._plans.get()
+            self._plans.task_done()
             if item is None:
                 return
             self.batches += 1
