@@ -353,3 +353,28 @@ def test_lean_door_answers_like_the_fastapi_route(
     assert [s for s, _, _ in lean] == [201, 201, 409, 422, 422, 422, 422, 422, 404]
     assert set(lean_doors) == {"__call__"} and len(lean_doors) == 6
     assert set(doors) == {"create_payment"}
+
+
+def test_channel_view_is_served_from_the_mirror(
+    twin: Twin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 item 6: GET /v1/channels/{id} is unauthenticated, so it reads the store's
+    mirror, not the node: a channel seen once costs no chain read, and an unknown id is read
+    from the chain once for a while, however often it is asked for."""
+    cid = twin.open(deposit=1000)
+    reads: list[bytes] = []
+    real_get = twin.source.get
+
+    def counting_get(channel_id: bytes) -> object:
+        reads.append(channel_id)
+        return real_get(channel_id)
+
+    monkeypatch.setattr(twin.source, "get", counting_get)
+    for _ in range(5):
+        assert twin.client.get(f"/v1/channels/{hx(cid)}").status_code == 200
+    assert reads == [cid]  # the first sight mirrors it; later views read the store
+    unknown = os.urandom(32)
+    for _ in range(5):
+        r = twin.client.get(f"/v1/channels/{hx(unknown)}")
+        assert r.status_code == 404 and r.json()["code"] == "unknown_channel"
+    assert reads == [cid, unknown]
