@@ -4,10 +4,13 @@ Sections: (1) voucher verification, (1b) the metric updates per payment (one pro
 multiprocess mode), (2) the payee pipeline in-process (SQLite, PostgreSQL),
 (3) HTTP under wrk vs a bare FastAPI endpoint, (4) scaling with channels and stored payments,
 (5) gas (the contract table with its goals; gas per micro-task), (6) an end-to-end channel
-lifecycle on anvil. The machine is shared and noisy, so every figure is reported as a ratio
-against a baseline from the same run, and nothing asserts on a timing: the exit status is
-non-zero only when a measurement could not be run. Writes bench/results/report.md,
-results.json and PNG plots. Every process it starts (anvil, services, wrk) is stopped by PID.
+lifecycle on anvil, (7) where a payment's time goes (a lone payment's timeline through the
+group committer beside a bare fsync, and a py-spy profile of the service under load). The
+machine is shared and noisy, so every figure is reported as a ratio against a baseline from
+the same run, and nothing asserts on a timing: the exit status is non-zero only when a
+measurement could not be run. Writes bench/results/report.md, results.json, summary.json
+(issue 13's figures) and PNG plots. Every process it starts (anvil, services, wrk) is stopped
+by PID.
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--only SECTION ...] [--out bench/results]
 """
@@ -46,7 +49,7 @@ from channel.signing import Signer, recover
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 PY = sys.executable
-SECTIONS = ("signatures", "metrics", "pipeline", "http", "scaling", "gas", "e2e")
+SECTIONS = ("signatures", "metrics", "pipeline", "http", "scaling", "gas", "e2e", "profile")
 
 
 @dataclass
@@ -437,6 +440,50 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
                 "lean client above", lean_rate)
 
 
+# --- (7) where the time goes -----------------------------------------------------------------
+
+def section_profile(res: Results, quick: bool) -> None:
+    """scripts/bench_profile.py: a lone payment's timeline through the group committer (with
+    the bare fsync of the same filesystem) and py-spy's samples of the service under load."""
+    argv = [PY, str(SCRIPTS / "bench_profile.py")] + (["--quick"] if quick else [])
+    data = run_json(argv, "bench_profile.py")
+    res.raw["profile"] = data
+    tl = data["timeline"]
+    stages = tl["median_ms"]
+    total = stages["total"]
+    for stage, ms in stages.items():
+        if stage != "total":
+            res.add("profile", f"lone payment through the group committer: {stage}", ms, "ms",
+                    "the whole lone payment (median)", total)
+    fsync = tl["fsync_same_dir"]["p50_ms"]
+    res.add("profile", "bare fdatasync of a rewritten 4 kB page, same filesystem (p50)", fsync,
+            "ms", "the whole lone payment (median)", total,
+            note=f"p90 {tl['fsync_same_dir']['p90_ms']:.2f} ms")
+    res.add("profile", "ceiling of sequential payments from the in-process path alone",
+            1000 / total, "/s", "goal for sequential HTTP payments", 700,
+            note="1 / median lone-payment time; HTTP adds its own round trip on top")
+    lean = next((f for f in res.figures if f.name.startswith("payments/s over HTTP, one")), None)
+    if lean is not None and lean.value:
+        res.add("profile", "one sequential HTTP payment beyond the in-process path",
+                1000 / lean.value - total, "ms", "one sequential HTTP payment", 1000 / lean.value,
+                note="client signing + HTTP both ways + event loop + receipt check")
+    prof = data.get("profile")
+    if prof is None:
+        res.notes.append(f"profile: {data.get('profile_error', 'not run')}")
+        return
+    for thread, cats in prof["samples"].items():
+        samples = sum(cats.values())
+        for category, count in cats.items():
+            share = count / samples
+            if share >= 0.02:
+                res.add("profile", f"py-spy, 64 connections, thread {thread}: {category}",
+                        100 * share, "%", f"all samples of {thread}", 100,
+                        note=f"{count} of {samples} samples")
+    res.notes.append(f"profile: py-spy ran while wrk paid {prof['paid_per_s']:,.0f}/s at "
+                     f"{prof['connections']} connections (p99 {prof['p99_ms']:.0f} ms), 1 worker, "
+                     "SQLite; idle samples included")
+
+
 # --- summary.json -----------------------------------------------------------------------------
 
 SUMMARY_KEYS = ("sequential_payments_per_s", "payer_library_ratio", "http_ratio_sqlite_1w_c64",
@@ -577,7 +624,8 @@ def report(res: Results, meta: dict[str, Any], images: list[str]) -> str:
               "metrics": "1b. Prometheus metric updates per payment (api.telemetry)",
               "pipeline": "2. Payee pipeline in-process",
               "http": "3. HTTP (wrk)", "scaling": "4. Scaling", "gas": "5. Gas",
-              "e2e": "6. End to end on anvil"}
+              "e2e": "6. End to end on anvil",
+              "profile": "7. Where a payment's time goes (timeline and py-spy profile)"}
     for section, title in titles.items():
         figs = [f for f in res.figures if f.section == section]
         if not figs:
@@ -655,6 +703,7 @@ def main() -> int:
                                                    duration=args.http_seconds))
                 timed("e2e", lambda: section_e2e(res, args.quick, sup, net, workdir))
                 timed("gas", lambda: section_gas(res, net, args.quick))
+            timed("profile", lambda: section_profile(res, args.quick))
         except KeyboardInterrupt:
             res.failures.append("interrupted")
     shutil.rmtree(workdir / "http" / "vouchers", ignore_errors=True)
