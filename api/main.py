@@ -337,6 +337,9 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
     )
     install_problem_handlers(app)
     # No CORS middleware on purpose: browsers get no cross-origin access to this service.
+    # Well-formed payments are answered in front of FastAPI's routing (api.routes.payments);
+    # added first so that RequestGuard (413/415) still runs before it.
+    app.add_middleware(payments.LeanPayments)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     for module in (info, channels, payments, tasks, health, metrics):
         app.include_router(module.router)

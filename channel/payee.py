@@ -27,7 +27,7 @@ import time
 import types
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -103,6 +103,11 @@ log = logging.getLogger(__name__)
 # into a definite answer (replay, stale, conflict) almost always on the first retry.
 _MAX_ATTEMPTS = 4
 _CHAIN_TIME_MAX_AGE: Final = 1.0
+UNKNOWN_CHANNEL_TTL: Final = 10.0
+"""Seconds a channel id the chain does not know is answered 404 without asking the node again
+(issue 11 item 6). Short: a channel opened meanwhile is mirrored by the watcher, which is read
+before this memory, or found again once it expires."""
+_UNKNOWN_CHANNELS_MAX: Final = 100_000
 
 DEFAULT_CONSENT_TTL: Final = 900
 """Seconds from the latest block's timestamp to a new consent's deadline (15 min)."""
@@ -307,6 +312,14 @@ class PayeeService:
         # consent may still be outstanding, never on the plain payment path.
         self._chain_time = 0
         self._chain_time_read = float("-inf")  # time.monotonic() of the last read
+        # Channel ids the chain did not know -> time.monotonic() until which that answer
+        # stands: a payer repeating a random id costs the node one read per TTL, not one per
+        # request (insertion order = expiry order, so the oldest go first when full).
+        self._unknown: dict[bytes, float] = {}
+        self._unknown_lock = threading.Lock()
+        self.mirrored: set[bytes] = set()
+        """Channel ids known to be in the store (a channel row is never deleted): the group
+        committer decides these at once and looks the others up outside its decider."""
 
     # --- the payee check -------------------------------------------------------------------
 
@@ -438,13 +451,41 @@ class PayeeService:
             )
 
     def _fetch(self, channel_id: bytes) -> PayeeChannelState:
+        now = time.monotonic()
+        with self._unknown_lock:
+            until = self._unknown.get(channel_id)
+        if until is not None and now < until:
+            raise self._not_on_chain(channel_id)
         onchain = self.source.get(channel_id) if self.source is not None else None
         if onchain is None:
-            raise UnknownChannel(
-                f"channel 0x{channel_id.hex()} is not known on chain",
-                channel="0x" + channel_id.hex(),
-            )
-        return self.store.upsert_channel(onchain)
+            with self._unknown_lock:
+                self._unknown.pop(channel_id, None)
+                self._unknown[channel_id] = now + UNKNOWN_CHANNEL_TTL
+                while len(self._unknown) > _UNKNOWN_CHANNELS_MAX:
+                    del self._unknown[next(iter(self._unknown))]
+            raise self._not_on_chain(channel_id)
+        state = self.store.upsert_channel(onchain)
+        self.mirrored.add(channel_id)
+        return state
+
+    @staticmethod
+    def _not_on_chain(channel_id: bytes) -> UnknownChannel:
+        return UnknownChannel(
+            f"channel 0x{channel_id.hex()} is not known on chain",
+            channel="0x" + channel_id.hex(),
+        )
+
+    def mirror(self, request: PaymentRequest) -> None:
+        """Make sure the request's channel is in the store, reading the chain if it is not:
+        what the group committer runs OUTSIDE its decider for a channel it has not seen.
+        Raises what ``accept`` would raise first: ``InvalidInput`` for a malformed field,
+        ``UnknownChannel`` (remembered for ``UNKNOWN_CHANNEL_TTL``), ``NodeUnavailable``."""
+        cid = _parse(request).channel_id
+        if cid in self.mirrored:
+            return
+        if self.store.channel(cid) is None:
+            self._fetch(cid)
+        self.mirrored.add(cid)
 
     def _refresh(self, channel_id: bytes, state: PayeeChannelState) -> PayeeChannelState | None:
         onchain = self.source.get(channel_id) if self.source is not None else None
@@ -492,6 +533,7 @@ class PayeeService:
             plan.results = [exc if r is None else r for r in plan.results]
             return plan
         states = snap.states
+        self.mirrored.update(states)
         if overlay:
             states.update({c: st for c, st in overlay.items() if c in states})
         seen = set(inflight_tasks)
@@ -734,16 +776,19 @@ class GroupCommitter:
     """Collects concurrent payments from many threads and commits them in pipelined batches.
 
     ``submit`` returns a ``Future``; ``accept`` blocks on it. A decider thread drains the
-    queue (whatever arrived, plus what arrives within ``max_wait`` seconds, up to
-    ``max_batch``) and verifies and signs the batch while a committer thread is still
-    fsyncing the previous one: the CPU work overlaps the disk wait. The decider sees the
+    queue (whatever arrived, up to ``max_batch``; no fixed linger unless ``max_wait`` > 0)
+    and verifies and signs the batch while a committer thread is still fsyncing the previous
+    one: the CPU work overlaps the disk wait. The decider drains only once the committer has
+    taken the previous plan, so a batch holds everything that queued during the commit before
+    it and is committed as soon as that commit ends: a lone payment waits for no timer, and
+    under load the batch grows with the queue instead of with a fixed wait. The decider sees the
     in-flight batch's channel states (an overlay), so consecutive payments on one channel
     can sit in consecutive batches; if a batch loses its compare-and-set, the batch decided
     on top of it is redone request by request against the database.
     """
 
     def __init__(
-        self, service: PayeeService, max_batch: int = 256, max_wait: float = 0.001
+        self, service: PayeeService, max_batch: int = 256, max_wait: float = 0.0
     ) -> None:
         self.service = service
         self.max_batch = max_batch
@@ -760,6 +805,10 @@ class GroupCommitter:
         self._overlay: dict[bytes, tuple[int, PayeeChannelState]] = {}
         self._inflight_tasks: dict[tuple[bytes, bytes], int] = {}
         self._failed: set[int] = set()
+        # Chain reads for channels not in the store run here, never in the decider: a flood
+        # of unknown (random) channel ids must not stall the honest payments queued behind
+        # them (issue 11 item 6). Two threads: at most two node reads at a time for them.
+        self._lookups = ThreadPoolExecutor(2, thread_name_prefix="gc-lookup")
         self._decider = threading.Thread(target=self._decide_loop, name="gc-decide", daemon=True)
         self._committer = threading.Thread(target=self._commit_loop, name="gc-commit", daemon=True)
         self._decider.start()
@@ -776,6 +825,7 @@ class GroupCommitter:
 
     def close(self) -> None:
         """Finish the queued work and stop both threads."""
+        self._lookups.shutdown(wait=True)  # their payments are queued again before the end
         self._queue.put(None)
         self._decider.join()
         self._committer.join()
@@ -785,12 +835,16 @@ class GroupCommitter:
         if first is None:
             return [], True
         batch = [first]
-        # Callers released by the previous batch come back one by one; waiting up to
-        # max_wait for the stragglers turns many tiny batches (one fsync each) into one.
+        # Whatever queued while the previous batch was being committed. A fixed linger
+        # (max_wait) only delays a lone payment: under load the queue fills during each
+        # commit by itself. Tests set max_wait to force several payments into one batch.
         deadline = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                if self.max_wait > 0:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
@@ -803,8 +857,11 @@ class GroupCommitter:
         stop = False
         while not stop:
             batch, stop = self._next_batch()
+            batch = self._known_channels(batch)
             if not batch:
-                break
+                if stop:
+                    break
+                continue
             seq += 1
             with self._lock:
                 overlay = {c: st for c, (_, st) in self._overlay.items()}
@@ -822,11 +879,52 @@ class GroupCommitter:
                 for key in plan.tasks:
                     self._inflight_tasks[key] = seq
             self._plans.put(_InFlight(seq, plan, [f for _, f in batch], depends))
+            # Decide the next batch only once the committer has taken this one: payments
+            # arriving meanwhile then join the batch committed right after it, instead of a
+            # small batch decided early and left waiting a whole commit in the hand-off.
+            self._plans.join()
         self._plans.put(None)
+
+    def _known_channels(
+        self, batch: list[tuple[PaymentRequest, Future[SignedReceipt]]]
+    ) -> list[tuple[PaymentRequest, Future[SignedReceipt]]]:
+        """The payments whose channel is known to be in the store; the others go to the
+        lookup threads, which queue them again once their channel is mirrored."""
+        keep = []
+        for item in batch:
+            cid = item[0].channel_id
+            if isinstance(cid, str):
+                try:
+                    cid = parse_bytes32(cid)
+                except PieceworkError:
+                    keep.append(item)  # the decider reports the malformed field
+                    continue
+            if cid in self.service.mirrored:
+                keep.append(item)
+                continue
+            try:
+                self._lookups.submit(self._look_up, *item)
+            except RuntimeError:  # closing: the lookup threads are gone, look up here
+                try:
+                    self.service.mirror(item[0])
+                except Exception as exc:
+                    item[1].set_exception(exc)
+                    continue
+                keep.append(item)
+        return keep
+
+    def _look_up(self, request: PaymentRequest, future: Future[SignedReceipt]) -> None:
+        try:
+            self.service.mirror(request)
+        except Exception as exc:  # answered here: UnknownChannel, NodeUnavailable, ...
+            future.set_exception(exc)
+            return
+        self._queue.put((request, future))
 
     def _commit_loop(self) -> None:
         while True:
             item = self._plans.get()
+            self._plans.task_done()
             if item is None:
                 return
             self.batches += 1

@@ -3,9 +3,11 @@
 A payment is: sign ``Voucher(channel, previous + amount)``, **store it before sending** (so a
 crash never leaves a voucher out there that we do not know about), POST it to the payee
 service, check the receipt (signed by the channel's payee, for our channel, task, amount and
-cumulative amount), store the receipt. Signatures are deterministic (RFC 6979), so the payer
-can never produce two different vouchers for one cumulative amount: asking again yields the
-byte-identical voucher.
+cumulative amount), store the receipt: in the same commit as the next voucher (one fsync per
+payment), or at ``flush``/``close``. The payer keeps the last receipted amount per channel in
+memory, so a payment reads nothing from its store; after any error it reads the store again.
+Signatures are deterministic (RFC 6979), so the payer can never produce two different vouchers
+for one cumulative amount: asking again yields the byte-identical voucher.
 
 Vouchers, close requests and access signatures come from the channel's **voucher signer**
 when this client holds its key (``add_voucher_signer``; the wallet then signs nothing per
@@ -71,7 +73,7 @@ from channel.messages import (
 )
 from channel.signing import Signer, recover
 from channel.state import ChannelStatus, OnchainChannel
-from channel.store import PayerStore, make_engine, metadata, migrate
+from channel.store import PayerStore, StoredReceipt, make_engine, metadata, migrate
 
 __all__ = [
     "PaidReceipt",
@@ -184,6 +186,14 @@ class Payer:
         self._domain: Domain | None = None
         self._channels: dict[bytes, OnchainChannel] = {}
         self._voucher_signers: dict[bytes, Signer] = {}
+        # Per channel, the cumulative amount the service receipted last, while every voucher
+        # we signed on it is receipted: the next payment extends it without reading the store.
+        # Dropped while a voucher is unanswered (and on any error), so the next payment reads
+        # the store and resyncs as before.
+        self._settled: dict[bytes, int] = {}
+        # Receipts received but not yet stored: written in the same transaction as the next
+        # voucher (one fsync per payment), or by flush()/close().
+        self._unsaved: list[StoredReceipt] = []
 
     @classmethod
     def from_url(cls, chain: ChainClient, key: SigningKey, database_url: str) -> Payer:
@@ -195,9 +205,19 @@ class Payer:
     def address(self) -> str:
         return self.signer.address
 
+    def flush(self) -> None:
+        """Store the receipts received since the last voucher was recorded."""
+        if self._unsaved:
+            self.store.record_receipts(self._unsaved)
+            self._unsaved = []
+
     def close(self) -> None:
-        """Release the HTTP connections (the store's engine belongs to the caller)."""
-        self.http.close()
+        """Store pending receipts and release the HTTP connections (the store's engine
+        belongs to the caller)."""
+        try:
+            self.flush()
+        finally:
+            self.http.close()
 
     def __enter__(self) -> Payer:
         return self
@@ -323,6 +343,7 @@ class Payer:
 
     def _settled_amount(self, service_url: str, channel_id: bytes) -> int:
         """Our latest amount the service acknowledged (resynced if a voucher is unanswered)."""
+        self.flush()
         latest = self.store.latest_voucher(channel_id)
         signed = latest[0] if latest else 0
         receipted = self.store.latest_receipt_amount(channel_id)
@@ -341,9 +362,13 @@ class Payer:
                 f"channel {_hex(channel_id)} is {ch.status.name.lower()}, not open",
                 channel=_hex(channel_id), status=ch.status.name.lower())
         signer = self.signer_for(channel_id)
-        # A voucher we signed but never got a receipt for (crash, timeout): ask the service
-        # where it stands before extending anything.
-        base = self._settled_amount(service_url, channel_id)
+        # Taken out while this voucher is in flight: an error anywhere below leaves the
+        # channel unknown, so the next payment reads the store and resyncs.
+        base = self._settled.pop(channel_id, None)
+        if base is None:
+            # A voucher we signed but never got a receipt for (crash, timeout): ask the
+            # service where it stands before extending anything.
+            base = self._settled_amount(service_url, channel_id)
         for attempt in (1, 2):
             cumulative = base + amount
             if cumulative > ch.deposit:
@@ -356,7 +381,13 @@ class Payer:
             # is that very voucher again, never a second one for the same cumulative amount.
             signature = signer.sign(self.domain, Voucher(channel_id, cumulative))
             # Durable before it leaves the process: we must never forget a voucher we sent.
-            self.store.record_voucher(channel_id, ch.payee, cumulative, signature)
+            # The receipts of the payments before it share its commit (one fsync): until
+            # then a crash can lose only receipts, and only behind a stored voucher that is
+            # higher than the stored receipts, which makes the next Payer on this store
+            # resync them from the service before it pays (_settled_amount).
+            self.store.record_voucher(channel_id, ch.payee, cumulative, signature,
+                                      receipts=self._unsaved)
+            self._unsaved = []
             try:
                 body = self._request(
                     "POST", service_url, f"/v1/channels/{_hex(channel_id)}/payments",
@@ -371,8 +402,10 @@ class Payer:
                 base = self.resync(service_url, channel_id)
                 continue
             receipt = body.get("receipt") if isinstance(body, dict) else None
-            paid = PaidReceipt(channel_id, task_id, amount, cumulative, b"")
-            return self._accept_receipt(ch, paid, receipt)
+            paid = self._accept_receipt(
+                ch, PaidReceipt(channel_id, task_id, amount, cumulative, b""), receipt)
+            self._settled[channel_id] = cumulative
+            return paid
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _accept_receipt(self, ch: OnchainChannel, expected: PaidReceipt, got: Any) -> PaidReceipt:
@@ -395,14 +428,11 @@ class Payer:
             )
         signature = parse_signature(_field(got, "signature"))
         self._require_signed(message, signature, ch.payee, f"receipt for {expected.task_id!r}")
-        self.store.record_receipt(
-            expected.channel_id,
-            task_id=expected.task_id,
-            task_hash=message.task_id,
-            amount=expected.amount,
-            cumulative_amount=expected.cumulative_amount,
-            receipt_signature=signature,
-        )
+        # Stored with the next voucher's commit, or by flush()/close() (see pay).
+        self._unsaved.append(StoredReceipt(
+            expected.channel_id, expected.task_id, message.task_id, expected.amount,
+            expected.cumulative_amount, signature,
+        ))
         return PaidReceipt(expected.channel_id, expected.task_id, expected.amount,
                            expected.cumulative_amount, signature)
 
@@ -446,6 +476,8 @@ class Payer:
 
         Returns the service's accepted cumulative amount.
         """
+        self._settled.pop(channel_id, None)
+        self.flush()
         ch = self._channel(channel_id, refresh=True)
         view = self._request("GET", service_url, f"/v1/channels/{_hex(channel_id)}")
         latest = view.get("latest") if isinstance(view, dict) else None

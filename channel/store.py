@@ -76,6 +76,7 @@ __all__ = [
     "StateChangeRow",
     "StoredConsent",
     "StoredPayment",
+    "StoredReceipt",
     "StoredTask",
     "TaskRow",
     "make_engine",
@@ -1014,6 +1015,56 @@ class PayeeStore:
 # --- payer store -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    """A receipt the payer got back, as ``PayerStore`` keeps it."""
+
+    channel_id: bytes
+    task_id: str
+    task_hash: bytes
+    amount: int
+    cumulative_amount: int
+    receipt_signature: bytes
+
+
+_RAISE_VOUCHER = (
+    _payer_vouchers.update()
+    .where(
+        _payer_vouchers.c.channel_id == sa.bindparam("cid"),
+        _payer_vouchers.c.cumulative_amount < sa.bindparam("new", type_=U256()),
+    )
+    .values(
+        cumulative_amount=sa.bindparam("new", type_=U256()),
+        payee=sa.bindparam("new_payee"),
+        signature=sa.bindparam("new_signature"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+_RECEIPT_STORED = sa.select(sa.literal(1)).where(
+    _payer_receipts.c.channel_id == sa.bindparam("cid"),
+    _payer_receipts.c.task_hash == sa.bindparam("th"),
+)
+
+
+def _insert_receipt(conn: Connection, r: StoredReceipt) -> None:
+    cid, th = _hex(r.channel_id), _hex(r.task_hash)
+    if conn.execute(_RECEIPT_STORED, {"cid": cid, "th": th}).first() is not None:
+        return  # the same receipt again
+    conn.execute(
+        _payer_receipts.insert(),
+        {
+            "channel_id": cid,
+            "task_id": r.task_id,
+            "task_hash": th,
+            "amount": r.amount,
+            "cumulative_amount": r.cumulative_amount,
+            "receipt_signature": _hex(r.receipt_signature),
+            "created_at": time.time(),
+        },
+    )
+
+
+
 class PayerStore:
     """The payer's own records: its latest signed voucher per channel, every receipt, and
     which voucher signer signs for which channel."""
@@ -1042,9 +1093,20 @@ class PayerStore:
         return None if row is None else (row.address, row.keystore)
 
     def record_voucher(
-        self, channel_id: bytes, payee: str, cumulative_amount: int, signature: bytes
+        self,
+        channel_id: bytes,
+        payee: str,
+        cumulative_amount: int,
+        signature: bytes,
+        *,
+        receipts: Sequence[StoredReceipt] = (),
     ) -> None:
-        """Store a newly signed voucher; an older (lower) one never overwrites a newer one."""
+        """Store a newly signed voucher; an older (lower) one never overwrites a newer one.
+
+        ``receipts`` (receipts already received, not yet stored) are written in the same
+        transaction: one commit, one fsync, for the voucher about to be sent and the receipts
+        of the payments before it (idempotent per channel and task, like ``record_receipt``).
+        """
         cid = _hex(channel_id)
         values = {
             "payee": payee,
@@ -1053,17 +1115,29 @@ class PayerStore:
             "updated_at": time.time(),
         }
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(_payer_vouchers.c.cumulative_amount).where(
-                    _payer_vouchers.c.channel_id == cid
-                )
-            ).first()
-            if row is None:
-                conn.execute(_payer_vouchers.insert(), {"channel_id": cid, **values})
-            elif row.cumulative_amount < cumulative_amount:
-                conn.execute(
-                    _payer_vouchers.update().where(_payer_vouchers.c.channel_id == cid), values
-                )
+            # The usual case first: the channel's row exists and this voucher is newer.
+            moved = conn.execute(_RAISE_VOUCHER, {
+                "cid": cid, "new": cumulative_amount, "new_payee": payee,
+                "new_signature": values["signature"], "now": values["updated_at"],
+            }).rowcount
+            if moved != 1:
+                row = conn.execute(
+                    sa.select(_payer_vouchers.c.cumulative_amount).where(
+                        _payer_vouchers.c.channel_id == cid
+                    )
+                ).first()
+                if row is None:
+                    conn.execute(_payer_vouchers.insert(), {"channel_id": cid, **values})
+            for receipt in receipts:
+                _insert_receipt(conn, receipt)
+
+    def record_receipts(self, receipts: Sequence[StoredReceipt]) -> None:
+        """Keep receipts (one transaction; idempotent per channel and task)."""
+        if not receipts:
+            return
+        with self.engine.begin() as conn:
+            for receipt in receipts:
+                _insert_receipt(conn, receipt)
 
     def latest_voucher(self, channel_id: bytes) -> tuple[int, bytes] | None:
         """``(cumulative_amount, signature)`` of the latest voucher signed, or None."""

@@ -4,10 +4,13 @@ Sections: (1) voucher verification, (1b) the metric updates per payment (one pro
 multiprocess mode), (2) the payee pipeline in-process (SQLite, PostgreSQL),
 (3) HTTP under wrk vs a bare FastAPI endpoint, (4) scaling with channels and stored payments,
 (5) gas (the contract table with its goals; gas per micro-task), (6) an end-to-end channel
-lifecycle on anvil. The machine is shared and noisy, so every figure is reported as a ratio
-against a baseline from the same run, and nothing asserts on a timing: the exit status is
-non-zero only when a measurement could not be run. Writes bench/results/report.md,
-results.json and PNG plots. Every process it starts (anvil, services, wrk) is stopped by PID.
+lifecycle on anvil, (7) where a payment's time goes (a lone payment's timeline through the
+group committer beside a bare fsync, and a py-spy profile of the service under load). The
+machine is shared and noisy, so every figure is reported as a ratio against a baseline from
+the same run, and nothing asserts on a timing: the exit status is non-zero only when a
+measurement could not be run. Writes bench/results/report.md, results.json, summary.json
+(issue 13's figures) and PNG plots. Every process it starts (anvil, services, wrk) is stopped
+by PID.
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--only SECTION ...] [--out bench/results]
 """
@@ -46,7 +49,7 @@ from channel.signing import Signer, recover
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 PY = sys.executable
-SECTIONS = ("signatures", "metrics", "pipeline", "http", "scaling", "gas", "e2e")
+SECTIONS = ("signatures", "metrics", "pipeline", "http", "scaling", "gas", "e2e", "profile")
 
 
 @dataclass
@@ -184,6 +187,17 @@ def section_pipeline(res: Results, quick: bool) -> None:
             goal, met = ">= 3,000/s", (lambda f: f.value >= 3_000)
         res.add("pipeline", key.replace("_per_s", "").replace("_", " "), value, "/s",
                 base_name, base, goal=goal, met=met, note=note)
+    for backend in ("sqlite", "postgres"):
+        committer = next((v for k, v in data.items()
+                          if k.startswith(f"{backend}_group_committer_") and k.endswith("_per_s")),
+                         None)
+        direct = next((v for k, v in data.items()
+                       if k.startswith(f"{backend}_group_commit_batch")), None)
+        if committer and direct:
+            res.add("pipeline", f"{backend} group committer vs direct accept_many batches",
+                    committer, "/s", "direct accept_many batches (same run)", direct,
+                    goal=">= 0.85 x direct" if backend == "sqlite" else "",
+                    met=(lambda f: f.ratio >= 0.85) if backend == "sqlite" else None)
     if not any(k.startswith("postgres") for k in data) and why is None:
         res.notes.append("pipeline: bench_core.py reported no PostgreSQL figures")
 
@@ -212,7 +226,8 @@ def section_http(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdi
             continue
         res.add("http", f"{label} paid/s", cell["paid_per_s"], "/s",
                 f"bare FastAPI {workers}w c={conns}", bare["paid_per_s"],
-                goal=">= 0.7 x bare", met=lambda f: f.ratio >= 0.7,
+                goal=">= 0.6 x bare" if conns == 64 else "",
+                met=(lambda f: f.ratio >= 0.6) if conns == 64 else None,
                 note=f"errors {cell['errors']}, wrk CPU "
                      f"{cell['wrk_cpu_fraction_of_one_core']:.0%} of a core")
         for p in ("p50", "p99", "max"):
@@ -392,14 +407,19 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
         lib_channel = payer.open_channel(payee_address, library_tasks * price,
                                          challenge_period=3_600)
         windows = []
+        library_seconds = 0.0
         for w in range(2):
             t = time.perf_counter()
             for i in range(library_tasks // 2):
                 payer.pay(url, lib_channel, f"lib-{w}-{i}", price)
-            windows.append((library_tasks // 2) / (time.perf_counter() - t))
+            spent = time.perf_counter() - t
+            library_seconds += spent
+            windows.append((library_tasks // 2) / spent)
+        payer.close()
     finally:
         bench_http.stop(sup, proc)
     lean_rate = tasks / phases["pay over HTTP"]
+    library_rate = 2 * (library_tasks // 2) / library_seconds
     res.raw["e2e"] = {"tasks": tasks, "seconds": phases, "total_seconds": total,
                       "gas": {"claimMany": claimed.gas_used, "cooperativeClose": closed.gas_used},
                       "payer_library_rate_windows": windows}
@@ -409,11 +429,96 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
             tasks / single if single else 0,
             note=", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
     res.add("e2e", "payments/s over HTTP, one client, receipts verified", lean_rate, "/s",
-            "in-process SQLite single-commit accept (2)", single or 0)
+            "in-process SQLite single-commit accept (2)", single or 0,
+            goal=">= 700/s", met=lambda f: f.value >= 700)
+    res.add("e2e", f"Payer.pay (client library) payments/s, all {2 * (library_tasks // 2)}",
+            library_rate, "/s", "lean client above", lean_rate,
+            goal=">= 0.9 x lean", met=lambda f: f.ratio >= 0.9)
     for w, rate in enumerate(windows):
         res.add("e2e", f"Payer.pay (client library) payments/s, payments "
                 f"{w * library_tasks // 2}-{(w + 1) * library_tasks // 2}", rate, "/s",
                 "lean client above", lean_rate)
+
+
+# --- (7) where the time goes -----------------------------------------------------------------
+
+def section_profile(res: Results, quick: bool) -> None:
+    """scripts/bench_profile.py: a lone payment's timeline through the group committer (with
+    the bare fsync of the same filesystem) and py-spy's samples of the service under load."""
+    argv = [PY, str(SCRIPTS / "bench_profile.py")] + (["--quick"] if quick else [])
+    data = run_json(argv, "bench_profile.py")
+    res.raw["profile"] = data
+    tl = data["timeline"]
+    stages = tl["median_ms"]
+    total = stages["total"]
+    for stage, ms in stages.items():
+        if stage != "total":
+            res.add("profile", f"lone payment through the group committer: {stage}", ms, "ms",
+                    "the whole lone payment (median)", total)
+    fsync = tl["fsync_same_dir"]["p50_ms"]
+    res.add("profile", "bare fdatasync of a rewritten 4 kB page, same filesystem (p50)", fsync,
+            "ms", "the whole lone payment (median)", total,
+            note=f"p90 {tl['fsync_same_dir']['p90_ms']:.2f} ms")
+    res.add("profile", "ceiling of sequential payments from the in-process path alone",
+            1000 / total, "/s", "goal for sequential HTTP payments", 700,
+            note="1 / median lone-payment time; HTTP adds its own round trip on top")
+    lean = next((f for f in res.figures if f.name.startswith("payments/s over HTTP, one")), None)
+    if lean is not None and lean.value:
+        res.add("profile", "one sequential HTTP payment beyond the in-process path",
+                1000 / lean.value - total, "ms", "one sequential HTTP payment", 1000 / lean.value,
+                note="client signing + HTTP both ways + event loop + receipt check")
+    prof = data.get("profile")
+    if prof is None:
+        res.notes.append(f"profile: {data.get('profile_error', 'not run')}")
+        return
+    for thread, cats in prof["samples"].items():
+        samples = sum(cats.values())
+        for category, count in cats.items():
+            share = count / samples
+            if share >= 0.02:
+                res.add("profile", f"py-spy, 64 connections, thread {thread}: {category}",
+                        100 * share, "%", f"all samples of {thread}", 100,
+                        note=f"{count} of {samples} samples")
+    res.notes.append(f"profile: py-spy ran while wrk paid {prof['paid_per_s']:,.0f}/s at "
+                     f"{prof['connections']} connections (p99 {prof['p99_ms']:.0f} ms), 1 worker, "
+                     "SQLite; idle samples included")
+
+
+# --- summary.json -----------------------------------------------------------------------------
+
+SUMMARY_KEYS = ("sequential_payments_per_s", "payer_library_ratio", "http_ratio_sqlite_1w_c64",
+                "http_ratio_sqlite_2w_c64", "http_ratio_postgres_2w_c64", "p99_ms_sqlite_1w_c64",
+                "committer_ratio", "stored_1m_ratio")
+
+
+def summary(res: Results, quick: bool) -> dict[str, float | None]:
+    """Issue 13's figures, exactly these keys, numbers (None where not measured this run)."""
+    def fig(section: str, prefix: str) -> Figure | None:
+        return next((f for f in res.figures
+                     if f.section == section and f.name.startswith(prefix)), None)
+
+    def ratio(f: Figure | None) -> float | None:
+        return None if f is None or not f.baseline_value else round(f.ratio, 4)
+
+    def value(f: Figure | None) -> float | None:
+        return None if f is None else round(f.value, 2)
+
+    stored = res.raw.get("scaling", {}).get("by_stored", [])
+    stored_ratio = None
+    if not quick and len(stored) >= 2 and stored[-1]["stored_payments"] >= 1_000_000:
+        stored_ratio = round(stored[-1]["payments_per_s"] / stored[0]["payments_per_s"], 4)
+    out = {
+        "sequential_payments_per_s": value(fig("e2e", "payments/s over HTTP, one client")),
+        "payer_library_ratio": ratio(fig("e2e", "Payer.pay (client library) payments/s, all")),
+        "http_ratio_sqlite_1w_c64": ratio(fig("http", "sqlite 1w c=64 paid/s")),
+        "http_ratio_sqlite_2w_c64": ratio(fig("http", "sqlite 2w c=64 paid/s")),
+        "http_ratio_postgres_2w_c64": ratio(fig("http", "postgres 2w c=64 paid/s")),
+        "p99_ms_sqlite_1w_c64": value(fig("http", "sqlite 1w c=64 latency p99")),
+        "committer_ratio": ratio(fig("pipeline", "sqlite group committer vs direct")),
+        "stored_1m_ratio": stored_ratio,
+    }
+    assert tuple(out) == SUMMARY_KEYS
+    return out
 
 
 # --- plots and report ------------------------------------------------------------------------
@@ -519,7 +624,8 @@ def report(res: Results, meta: dict[str, Any], images: list[str]) -> str:
               "metrics": "1b. Prometheus metric updates per payment (api.telemetry)",
               "pipeline": "2. Payee pipeline in-process",
               "http": "3. HTTP (wrk)", "scaling": "4. Scaling", "gas": "5. Gas",
-              "e2e": "6. End to end on anvil"}
+              "e2e": "6. End to end on anvil",
+              "profile": "7. Where a payment's time goes (timeline and py-spy profile)"}
     for section, title in titles.items():
         figs = [f for f in res.figures if f.section == section]
         if not figs:
@@ -597,6 +703,7 @@ def main() -> int:
                                                    duration=args.http_seconds))
                 timed("e2e", lambda: section_e2e(res, args.quick, sup, net, workdir))
                 timed("gas", lambda: section_gas(res, net, args.quick))
+            timed("profile", lambda: section_profile(res, args.quick))
         except KeyboardInterrupt:
             res.failures.append("interrupted")
     shutil.rmtree(workdir / "http" / "vouchers", ignore_errors=True)
@@ -613,8 +720,14 @@ def main() -> int:
         res.failures.append(f"plots: {type(exc).__name__}: {exc}")
     (args.out / "results.json").write_text(json.dumps(res.to_json(meta), indent=2) + "\n")
     (args.out / "report.md").write_text(report(res, meta, images))
+    (args.out / "summary.json").write_text(json.dumps(summary(res, args.quick), indent=2) + "\n")
     missed = [f for f in res.figures if f.goal_met is False]
-    log(f"\nwrote {args.out / 'report.md'} and results.json ({len(res.figures)} figures, "
+    for f in res.figures:
+        if f.goal_met is not None:
+            log(f"  goal {'met   ' if f.goal_met else 'MISSED'} {f.section}: {f.name}: "
+                f"{fmt(f.value)} {f.unit} (ratio {fmt(f.ratio)}; goal {f.goal})")
+    log(f"\nwrote {args.out / 'report.md'}, summary.json and results.json "
+        f"({len(res.figures)} figures, "
         f"{len(missed)} goals missed, {len(res.failures)} failures) in {meta['seconds']:.0f} s")
     for f in res.failures:
         log(f"FAILED: {f}")

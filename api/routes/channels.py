@@ -24,7 +24,7 @@ from api.schemas import (
     ReceiptList,
     problem_docs,
 )
-from channel.errors import NodeUnavailable, UnknownChannel
+from channel.errors import UnknownChannel
 from channel.messages import parse_address, parse_amount, parse_bytes32
 from channel.payee import SignedReceipt
 from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
@@ -120,22 +120,18 @@ def channels(
     summary="On-chain state and the latest accepted voucher",
 )
 def channel(channel_id: ChannelIdPath, runtime: RuntimeDep) -> ChannelView:
-    """Live ``getChannel`` from the node (the store's mirror if the node is unreachable),
-    plus the latest voucher this service accepted (null before the first payment)."""
+    """The channel as the store mirrors it (the watcher keeps it current), plus the latest
+    voucher this service accepted (null before the first payment). Unauthenticated, so it
+    never costs a node read for a mirrored channel (issue 11 item 6); a channel not mirrored
+    yet is fetched once, and an id the chain does not know is remembered for a while."""
     cid = parse_bytes32(channel_id)
     state = runtime.store.channel(cid)
-    try:
-        onchain = runtime.service.source.get(cid) if runtime.service.source else None
-    except NodeUnavailable:
-        if state is None:
-            raise
-        onchain = None
     if state is None:
         # First sight of the channel: the service fetches and mirrors it (or 404s).
         state = runtime.service.latest(cid)
     if state.payee not in runtime.payees:
         raise UnknownChannel(f"unknown channel {channel_id}", channel=channel_id)
-    return _view(state, onchain)
+    return _view(state)
 
 
 def receipt_body(receipt: SignedReceipt) -> ReceiptBody:

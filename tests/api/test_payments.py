@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from api_support import (
 )
 
 from api.main import Overrides, create_app
+from api.routes import payments
 from channel.messages import Domain
 from channel.payee import InMemoryChannelSource
 from channel.signing import Signer
@@ -299,3 +303,78 @@ def test_group_commit_gives_the_same_answers(make_twin: Callable[..., Twin]) -> 
     assert twin.pay(cid, "t1", 5, 5).status_code == 201
     assert twin.pay(cid, "t2", 5, 5).json()["code"] == "stale_voucher"
     assert twin.pay(cid, "t2", 500, 505).json()["code"] == "exceeds_deposit"
+
+
+def test_lean_door_answers_like_the_fastapi_route(
+    twin: Twin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every payment answer (201, replay, each refusal, each malformed body) is the same byte
+    for byte whether the lean ASGI door in front of FastAPI or the declared route gives it;
+    a well-formed payment is answered by the lean door, a malformed one by the route."""
+    doors: list[str] = []
+    real_accept = payments.accept
+
+    async def spy(*args: object) -> object:
+        doors.append(sys._getframe(1).f_code.co_name)
+        return await real_accept(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(payments, "accept", spy)
+
+    def exchange(cid: bytes, other: bytes) -> list[tuple[int, str, str]]:
+        path = f"/v1/channels/{hx(cid)}/payments"
+        good = twin.body(cid, "a", 5, 5)
+        bodies: list[object] = [
+            good, good,  # accepted, then an idempotent replay
+            twin.body(cid, "b", 5, 5),  # stale
+            twin.body(cid, "c", 10**18, 10**18 + 5),  # above the deposit
+            {**twin.body(cid, "d", 1, 6), "extra": "x"},  # extra field
+            {**twin.body(cid, "e", 1, 6), "amount": 1},  # not a string
+            {**twin.body(cid, "f", 1, 6), "signature": "0x12"},  # malformed signature
+            "not an object",
+        ]
+        out = []
+        for body in bodies:
+            r = twin.client.post(path, json=body)
+            text = r.text.replace(hx(cid), "CID").replace(hx(other), "CID")
+            out.append((r.status_code, r.headers["content-type"],
+                        re.sub("0x[0-9a-f]{130}", "SIG", text)))  # per-channel signatures
+        r = twin.client.post(f"/v1/channels/{hx(os.urandom(32))}/payments",
+                             json=twin.body(cid, "g", 1, 1))
+        out.append((r.status_code, r.headers["content-type"], r.json()["code"]))
+        return out
+
+    lean_cid, route_cid = twin.open(deposit=10**18), twin.open(deposit=10**18)
+    lean = exchange(lean_cid, route_cid)
+    lean_doors = list(doors)
+    doors.clear()
+    monkeypatch.setattr(payments, "_PAYMENT_PATH", re.compile(r"(?!)"))  # lean door off
+    route = exchange(route_cid, lean_cid)
+    assert lean == route
+    assert [s for s, _, _ in lean] == [201, 201, 409, 422, 422, 422, 422, 422, 404]
+    assert set(lean_doors) == {"__call__"} and len(lean_doors) == 6
+    assert set(doors) == {"create_payment"}
+
+
+def test_channel_view_is_served_from_the_mirror(
+    twin: Twin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 item 6: GET /v1/channels/{id} is unauthenticated, so it reads the store's
+    mirror, not the node: a channel seen once costs no chain read, and an unknown id is read
+    from the chain once for a while, however often it is asked for."""
+    cid = twin.open(deposit=1000)
+    reads: list[bytes] = []
+    real_get = twin.source.get
+
+    def counting_get(channel_id: bytes) -> object:
+        reads.append(channel_id)
+        return real_get(channel_id)
+
+    monkeypatch.setattr(twin.source, "get", counting_get)
+    for _ in range(5):
+        assert twin.client.get(f"/v1/channels/{hx(cid)}").status_code == 200
+    assert reads == [cid]  # the first sight mirrors it; later views read the store
+    unknown = os.urandom(32)
+    for _ in range(5):
+        r = twin.client.get(f"/v1/channels/{hx(unknown)}")
+        assert r.status_code == 404 and r.json()["code"] == "unknown_channel"
+    assert reads == [cid, unknown]

@@ -38,6 +38,9 @@ def test_pay_stores_verified_receipts(
     channel_id = payer.open_channel(accounts.payee.address, 10**6, challenge_period=3600)
     receipts = [payer.pay(SERVICE_URL, channel_id, f"task-{i}", 1000 * i) for i in (1, 2, 3)]
     assert [r.cumulative_amount for r in receipts] == [1000, 3000, 6000]
+    # Each receipt is stored with the next voucher's commit; the last one at flush/close.
+    assert [r["task_id"] for r in payer.store.receipts(channel_id)] == ["task-1", "task-2"]
+    payer.flush()
     stored = payer.store.receipts(channel_id)
     assert [(r["task_id"], r["cumulative_amount"]) for r in stored] == [
         ("task-1", 1000), ("task-2", 3000), ("task-3", 6000)]
@@ -77,6 +80,7 @@ def test_conflict_resyncs_from_the_service(
     assert receipt.cumulative_amount == 1500
     assert ("GET", f"/v1/channels/0x{channel_id.hex()}") in payee_twin.requests
     # Receipts name tasks by their hash; the string is only known for the device's own tasks.
+    phone.flush()  # its own receipt is stored with its next voucher, or here
     tasks = {r["task_id"] for r in phone.store.receipts(channel_id)}
     assert tasks == {"0x" + task_id_hash("from-laptop").hex(), "from-phone"}
 

@@ -260,3 +260,44 @@ def test_payer_crash_between_signing_and_receipt_resyncs(  # noqa: PLR0917 - fix
     assert latest is not None and latest[0] == state.accepted
     record(f"payer-crash/{'after' if sent else 'before'}-send", vouchers_signed=len(signed),
            payments=len(service_rows), accepted=state.accepted)
+
+
+def test_payer_crash_after_a_receipt_before_it_is_stored_recovers_it(  # noqa: PLR0917
+    anvil_node: Node, deployment: Deployment, accounts: Accounts,
+    make_client: MakeClient, make_service: Callable[..., Service], tmp_path: Path,
+) -> None:
+    """A receipt is stored with the next voucher's commit (one fsync per payment). A crash
+    after pay() returned, before that commit, loses only the receipt, never the voucher: the
+    stored voucher is then above the stored receipts, so the next Payer on the store resyncs
+    and gets the receipt back from the service before paying again."""
+    database_url = f"sqlite:///{tmp_path / 'payee.db'}"
+    service = make_service(service_env(anvil_node.url, deployment.channels, database_url))
+    service.start()
+    payer_db = f"sqlite:///{tmp_path / 'payer.db'}"
+    signed: dict[tuple[bytes, int], set[bytes]] = {}
+    key = accounts.payer.key.hex()
+
+    def new_payer() -> Payer:
+        return Payer(make_client(accounts.payer), _RecordingSigner(key, signed),
+                     open_payer_store(payer_db))
+
+    first = new_payer()
+    cid = first.open_channel(accounts.payee.address, 10**15, challenge_period=3600)
+    for i in range(3):
+        first.pay(service.url, cid, f"before-{i}", 100)
+    # The crash: no flush/close; the last receipt (300) was only in memory.
+    assert first.store.latest_voucher(cid) is not None
+    assert first.store.latest_voucher(cid)[0] == 300  # type: ignore[index]
+    assert first.store.latest_receipt_amount(cid) == 200
+    first.http.close()
+
+    second = new_payer()
+    assert second.pay(service.url, cid, "after-crash", 5).cumulative_amount == 305
+    second.close()
+    assert all(len(sigs) == 1 for sigs in signed.values()), signed
+    service_rows = store_for(database_url).payments(cid)
+    payer_rows = second.store.receipts(cid)
+    assert {int(r["cumulative_amount"]) for r in payer_rows} == {
+        p.cumulative_amount for p in service_rows} == {100, 200, 300, 305}
+    record("payer-crash/after-receipt", vouchers_signed=len(signed),
+           payments=len(service_rows), receipts=len(payer_rows))
