@@ -10,14 +10,15 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.http import HTTPBase
 from sqlalchemy.engine import Engine
 
+from api.events import EventHub
 from api.problems import ProblemError
 from api.schemas import ChannelIdPath
 from channel.config import Settings
@@ -59,6 +60,12 @@ class Runtime:
     claim: Callable[[bytes, int, bytes], bytes] | None = None
     """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""
     tokens: tuple[AcceptedToken, ...] = ()
+    events: EventHub = field(default_factory=EventHub)
+    """This process's event stream (``GET /v1/events``)."""
+    chain: Any = None
+    """The ``ChainClient`` (None in tests without a chain): the watchtower's wallet balance."""
+    watcher: Any = None
+    """The ``Watcher`` this process would run when it leads (None without a chain)."""
 
 
 async def get_runtime(request: Request) -> Runtime:

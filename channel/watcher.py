@@ -39,6 +39,7 @@ from channel.chain import (
     Claim,
     PreconditionFailed,
 )
+from channel.claims import record_claims
 from channel.errors import ChainError, ConfigError, ContractRevert, PieceworkError
 from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
 from channel.store import PayeeStore, make_engine, metadata, migrate
@@ -229,6 +230,9 @@ class Watcher:
                 touched.append(cid)
         for cid in touched:
             self._mirror(cid, end, opened.get(cid), closed.get(cid))
+        # Which transaction claimed what, for the receipts' claim_tx (after the mirror: only
+        # channels the store knows are recorded).
+        record_claims(self.store.engine, start, end, events)
         block_hash = "0x" + bytes(self.chain.block(end)["hash"]).hex()
         self.store.set_cursor(end, block_hash, self.cursor_name)
         return events

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import telemetry
 from api.deps import Runtime, RuntimeDep
+from api.routes.events import publish_payment
 from api.schemas import ChannelIdPath, NewPayment, PaymentCreated, problem_docs
 from channel.errors import PieceworkError
 from channel.payee import PaymentRequest, SignedReceipt
@@ -71,6 +72,8 @@ async def create_payment(
         raise
     telemetry.PAYMENTS_ACCEPTED.inc()
     telemetry.PAYMENT_SECONDS.observe(time.perf_counter() - started)
+    # Committed: tell this worker's event streams (the dashboard); cheap without subscribers.
+    publish_payment(runtime, body.task_id, receipt, now)
     return Response(
         content=json.dumps({"receipt": receipt.as_json()}, separators=(",", ":")),
         status_code=201,

@@ -1,0 +1,81 @@
+"""Which transaction claimed a receipt: the ``claims`` table (migration 0005).
+
+The watcher hands every followed block range to ``record_claims``; rows of that range are
+replaced, so a range re-processed after a reorg leaves only the events of the new blocks.
+``claim_transactions`` answers, for receipts of one channel, the first transaction whose
+``Claimed`` / ``ChannelClosed`` covered each cumulative amount (None while unclaimed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from channel.store import ClaimRow, _db_errors
+
+__all__ = ["claim_transactions", "record_claims"]
+
+_claims = ClaimRow.__table__  # type: ignore[attr-defined]
+
+
+def _claim_rows(events: Iterable[object], ours: set[str] | None) -> list[dict[str, object]]:
+    # Imported here: channel.chain pulls in web3, which the API's import path avoids.
+    from channel.chain import ChannelClosed, Claimed  # noqa: PLC0415
+
+    rows: list[dict[str, object]] = []
+    for ev in events:
+        if isinstance(ev, Claimed):
+            amount = ev.cumulative_amount
+        elif isinstance(ev, ChannelClosed):
+            amount = ev.payee_total
+        else:
+            continue
+        cid = "0x" + ev.channel_id.hex()
+        if ours is not None and cid not in ours:
+            continue
+        rows.append({
+            "channel_id": cid,
+            "cumulative_amount": amount,
+            "tx_hash": "0x" + ev.meta.tx_hash.hex(),
+            "block_number": ev.meta.block_number,
+            "log_index": ev.meta.log_index,
+        })
+    return rows
+
+
+def record_claims(engine: Engine, start: int, end: int, events: Sequence[object]) -> None:
+    """Replace the claims recorded for blocks ``start..end`` with those in ``events``, keeping
+    only channels the store mirrors (ours)."""
+    channels = ClaimRow.metadata.tables["channels"]
+    with _db_errors("the claims"), engine.begin() as conn:
+        conn.execute(sa.delete(_claims).where(_claims.c.block_number.between(start, end)))
+        candidates = _claim_rows(events, None)
+        if not candidates:
+            return
+        ids = {str(r["channel_id"]) for r in candidates}
+        known = {
+            row[0] for row in conn.execute(
+                sa.select(channels.c.channel_id).where(channels.c.channel_id.in_(ids)))
+        }
+        rows = [r for r in candidates if r["channel_id"] in known]
+        if rows:
+            conn.execute(sa.insert(_claims), rows)
+
+
+def claim_transactions(
+    engine: Engine, channel_id: bytes, amounts: Sequence[int]
+) -> list[str | None]:
+    """For each cumulative amount, the hash of the first claim that covered it, or None."""
+    query = (
+        sa.select(_claims.c.cumulative_amount, _claims.c.tx_hash)
+        .where(_claims.c.channel_id == "0x" + channel_id.hex())
+        .order_by(_claims.c.block_number, _claims.c.log_index)
+    )
+    with _db_errors("the claims"), engine.connect() as conn:
+        claims = [(int(r[0]), str(r[1])) for r in conn.execute(query)]
+    out: list[str | None] = []
+    for amount in amounts:
+        out.append(next((tx for covered, tx in claims if covered >= amount), None))
+    return out
