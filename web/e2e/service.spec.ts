@@ -10,8 +10,9 @@ import { type TestWallet, installWallet } from "./wallet.ts";
 
 let availability: ServiceAvailability = { service: null, reason: "not started" };
 
-test.beforeAll(async ({ chain }) => {
-  availability = await startService(chain);
+test.beforeAll(async ({ chain, site }) => {
+  // The static copy of the pages (another origin) may call the payer-side endpoints.
+  availability = await startService(chain, { corsOrigins: site.url });
   // The list reporter does not print skip reasons: say it once here.
   if (availability.service === null) console.log(`service.spec.ts skipped: ${availability.reason}`);
 });
@@ -130,10 +131,14 @@ test("client pays three requested tasks with zero wallet prompts; the dashboard 
   for (const a of [client, freelancer, bystander]) await a.context.close();
 });
 
-test("a reload and a second tab keep everything; the service down shows a clear message and nothing is lost", async ({ browser, chain }) => {
+test("a reload and a second tab keep everything; the service down shows a clear message and nothing is lost", async ({ browser, chain, site }) => {
   const service = availability.service!;
   const client = await actor(browser, chain, DEV.client2);
-  await client.page.goto(`${service.url}/`);
+  // The page from a host the client trusts (the static copy), the service on another origin:
+  // every payer-side call crosses origins (PIECEWORK_CORS_ORIGINS), and the page still loads
+  // when the service is down.
+  const page = `${site.url}/index.html?service=${encodeURIComponent(service.url)}`;
+  await client.page.goto(page);
   await client.page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
   await open(client.page, "ETH", "0.02");
   await expect(client.page.getByTestId("channel")).toHaveCount(1);
@@ -150,7 +155,7 @@ test("a reload and a second tab keep everything; the service down shows a clear 
 
   // A second tab pays the other task; the first tab learns of it.
   const second = await client.context.newPage();
-  await second.goto(`${service.url}/`);
+  await second.goto(page);
   const card2 = second.locator(`[data-channel-id="${id}"]`);
   await card2.locator('[data-task-id="b"]').getByRole("button", { name: "Pay" }).click();
   await expect(card2.getByTestId("receipts").locator("tbody tr")).toHaveCount(2);

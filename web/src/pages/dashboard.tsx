@@ -444,16 +444,18 @@ function RequestForm(props: {
           }
         }}
       >
-        <label>
-          Channel
-          <select name="channel" value={chosen?.channelId} onChange={(e) => setChannel(e.currentTarget.value)}>
+        {/* A label of its own (not wrapping the select): a wrapping label's name would include
+            the selected option's text. */}
+        <div class="field">
+          <label htmlFor="request-channel">Channel</label>
+          <select id="request-channel" name="channel" value={chosen?.channelId} onChange={(e) => setChannel(e.currentTarget.value)}>
             {props.channels.map((c) => (
               <option key={c.channelId} value={c.channelId}>
                 {c.channelId.slice(0, 10)}… ({props.tokenOf(c.token).symbol}, client {c.payer.slice(0, 8)}…)
               </option>
             ))}
           </select>
-        </label>
+        </div>
         <label>
           Task id
           <input name="task-id" value={taskId} onInput={(e) => setTaskId(e.currentTarget.value)} required maxLength={256} />
