@@ -150,7 +150,7 @@ function main() {
   if (problems.length > 0) {
     console.error(
       `package data out of date:\n  ${problems.join("\n  ")}\n` +
-        "run `npm run build` (or `node scripts/package_data.js`) and commit the result",
+        "run `npm run build` and `npm run build:web` (or `node scripts/package_data.js`) and commit the result",
     );
     process.exit(1);
   }

@@ -178,6 +178,12 @@ def test_wheel_carries_the_package_data_and_nothing_of_the_checkout(installed: I
     assert {"channel/py.typed", "api/py.typed", "channel/migrations/env.py",
             "channel/migrations/script.py.mako"} <= names
     assert any(n.startswith("channel/migrations/versions/0001_") for n in names)
+    # The web app `piecework serve` answers at / (api/web, copied from web/dist by build:web).
+    assert {"api/web/index.html", "api/web/dashboard.html", "api/web/settle.html",
+            "api/web/assets/style.css"} <= names
+    pages = sorted(p.relative_to(REPO_ROOT / "api").as_posix()
+                   for p in (REPO_ROOT / "api" / "web").rglob("*") if p.is_file())
+    assert {n for n in names if n.startswith("api/web/")} == set(pages)
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"channel", "api", "piecework-0.1.0.dist-info"}, tops
     with zipfile.ZipFile(installed.wheel) as wheel:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Final
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import OperatorDep, Runtime, RuntimeDep
 from api.events import Event, EventHub
 from api.routes.channels import _view
+from api.routes.tasks import task_body
 from api.schemas import problem_docs
 from api.watchtower import watchtower_state
 from channel.payee import SignedReceipt
@@ -60,7 +62,9 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
 
 
 def publish_payment(runtime: Runtime, task_id: str, receipt: SignedReceipt, at: int) -> None:
-    """The ``payment`` event, published once the payment is durably committed."""
+    """The ``payment`` event, published once the payment is durably committed; and, while
+    someone streams, the ``task`` event of the requested task it paid (looked up off the
+    event loop, so the payment's answer never waits for it)."""
     runtime.events.publish("payment", {
         "channel_id": "0x" + receipt.channel_id.hex(),
         "task_id": task_id,
@@ -69,6 +73,24 @@ def publish_payment(runtime: Runtime, task_id: str, receipt: SignedReceipt, at: 
         "cumulative_amount": str(receipt.cumulative_amount),
         "created_at": at,
     })
+    if runtime.events.subscribers:
+        _executor.submit(_publish_paid_task, runtime, receipt.channel_id, receipt.task_id)
+
+
+# One thread: paid-task lookups queue up behind each other instead of competing with payments
+# for the threadpool.
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piecework-events")
+
+
+def _publish_paid_task(runtime: Runtime, channel_id: bytes, task_hash: bytes) -> None:
+    try:
+        task = next((t for t in runtime.store.tasks(channel_id, "paid")
+                     if t.task_hash == task_hash), None)
+        if task is not None:
+            runtime.events.publish("task", {"channel_id": "0x" + channel_id.hex(),
+                                            "task": task_body(task).model_dump(mode="json")})
+    except Exception:  # an event is a courtesy: never let it surface anywhere
+        log.exception("could not publish the paid task's event")
 
 
 class MirrorFollower:

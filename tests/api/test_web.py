@@ -325,10 +325,13 @@ def test_the_event_stream_starts_with_a_snapshot_then_shows_tasks_and_payments_l
                                            "description": "Logo sketch"})
             assert asked.status_code == 201
             assert twin.pay(cid, "logo-1", 7, 7).status_code == 201
-            events = stream.wait(3)
+            events = stream.wait(4)
             named = {e["event"]: e for e in events[1:]}
-            assert named["task"]["data"]["task"]["task_id"] == "logo-1"
-            assert named["task"]["data"]["channel_id"] == hx(cid)
+            tasks = [e["data"] for e in events if e["event"] == "task"]
+            # Requested, then paid (with its receipt), as the payment event's neighbour.
+            assert [(t["channel_id"], t["task"]["task_id"], t["task"]["status"]) for t in tasks
+                    ] == [(hx(cid), "logo-1", "requested"), (hx(cid), "logo-1", "paid")]
+            assert tasks[1]["task"]["receipt"]["cumulative_amount"] == "7"
             assert named["payment"]["data"] == {
                 "channel_id": hx(cid), "task_id": "logo-1", "task_hash": task_hex("logo-1"),
                 "amount": "7", "cumulative_amount": "7",

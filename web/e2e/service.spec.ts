@@ -47,10 +47,15 @@ async function expectAccessible(page: Page, name: string) {
   expect(bad.map((v) => `${name}: ${v.id} (${v.impact}) ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`)).toEqual([]);
 }
 
-/** The README's screenshots of the pages in use (npm run screenshots). */
+/**
+ * Screenshots of the pages in use: the README's (docs/img) under `npm run screenshots`
+ * (PIECEWORK_SCREENSHOTS=docs), else next to the test results, so a test run leaves the
+ * checkout clean.
+ */
+const SHOTS = process.env.PIECEWORK_SCREENSHOTS === "docs" ? join(ROOT, "docs/img") : join(ROOT, "web/test-results/screenshots");
 async function shoot(page: Page, file: string) {
-  mkdirSync(join(ROOT, "docs/img"), { recursive: true });
-  await page.screenshot({ path: join(ROOT, "docs/img", file), fullPage: true, animations: "disabled" });
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, file), fullPage: true, animations: "disabled" });
 }
 
 /** The dashboard's "Export all receipts (CSV)" as rows of cells (the file quotes every cell). */
@@ -187,6 +192,28 @@ test("client pays three requested tasks with zero wallet prompts; the dashboard 
   for (const a of [client, freelancer, bystander]) await a.context.close();
 });
 
+test("the client page served by the service: strict headers, time to interactive", async ({ browser, chain }) => {
+  const service = availability.service!;
+  const client = await actor(browser, chain, DEV.client2);
+  const response = await client.page.goto(`${service.url}/`);
+  const headers = response!.headers();
+  expect(headers["content-security-policy"]).toContain("frame-ancestors 'none'");
+  expect(headers["content-security-policy"]).toContain("script-src 'self'");
+  expect(headers["x-content-type-options"]).toBe("nosniff");
+  await expect(client.page.getByRole("button", { name: "Connect Piecework Test Wallet" })).toBeEnabled();
+  const interactive = await client.page.evaluate(() => performance.now());
+  // Again, warm (the browser revalidates the HTML, assets come from its cache).
+  await client.page.reload();
+  await expect(client.page.getByRole("button", { name: "Connect Piecework Test Wallet" })).toBeEnabled();
+  const warm = await client.page.evaluate(() => performance.now());
+  const metrics = { measuredAt: new Date().toISOString(), served: "piecework serve", timeToInteractiveMs: Math.round(interactive), warmReloadMs: Math.round(warm) };
+  mkdirSync(join(ROOT, "web/test-results"), { recursive: true });
+  writeFileSync(join(ROOT, "web/test-results/metrics-service.json"), JSON.stringify(metrics, null, 2));
+  console.log(`client page from piecework serve: interactive after ${metrics.timeToInteractiveMs} ms (warm reload ${metrics.warmReloadMs} ms)`);
+  await client.context.close();
+});
+
+// Last: it stops the service.
 test("a reload and a second tab keep everything; the service down shows a clear message and nothing is lost", async ({ browser, chain, site }) => {
   const service = availability.service!;
   const client = await actor(browser, chain, DEV.client2);
@@ -228,26 +255,5 @@ test("a reload and a second tab keep everything; the service down shows a clear 
   await expect(card.getByTestId("receipts").locator("tbody tr")).toHaveCount(2);
   await card.getByRole("button", { name: "Start closing without the freelancer" }).click();
   await expect(card.getByTestId("status")).toHaveText("closing");
-  await client.context.close();
-});
-
-test("the client page served by the service: strict headers, time to interactive", async ({ browser, chain }) => {
-  const service = availability.service!;
-  const client = await actor(browser, chain, DEV.client2);
-  const response = await client.page.goto(`${service.url}/`);
-  const headers = response!.headers();
-  expect(headers["content-security-policy"]).toContain("frame-ancestors 'none'");
-  expect(headers["content-security-policy"]).toContain("script-src 'self'");
-  expect(headers["x-content-type-options"]).toBe("nosniff");
-  await expect(client.page.getByRole("button", { name: "Connect Piecework Test Wallet" })).toBeEnabled();
-  const interactive = await client.page.evaluate(() => performance.now());
-  // Again, warm (the browser revalidates the HTML, assets come from its cache).
-  await client.page.reload();
-  await expect(client.page.getByRole("button", { name: "Connect Piecework Test Wallet" })).toBeEnabled();
-  const warm = await client.page.evaluate(() => performance.now());
-  const metrics = { measuredAt: new Date().toISOString(), served: "piecework serve", timeToInteractiveMs: Math.round(interactive), warmReloadMs: Math.round(warm) };
-  mkdirSync(join(ROOT, "web/test-results"), { recursive: true });
-  writeFileSync(join(ROOT, "web/test-results/metrics-service.json"), JSON.stringify(metrics, null, 2));
-  console.log(`client page from piecework serve: interactive after ${metrics.timeToInteractiveMs} ms (warm reload ${metrics.warmReloadMs} ms)`);
   await client.context.close();
 });
