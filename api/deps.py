@@ -57,15 +57,15 @@ class Runtime:
     payees: tuple[str, ...]
     node_check: Callable[[], None]
     committer: GroupCommitter | None = None
-    claim: Callable[[bytes, int, bytes], bytes] | None = None
-    """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""
-    tokens: tuple[AcceptedToken, ...] = ()
     events: EventHub = field(default_factory=EventHub)
     """This process's event stream (``GET /v1/events``)."""
     chain: Any = None
     """The ``ChainClient`` (None in tests without a chain): the watchtower's wallet balance."""
     watcher: Any = None
     """The ``Watcher`` this process would run when it leads (None without a chain)."""
+    claim: Callable[[bytes, int, bytes], bytes] | None = None
+    """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""
+    tokens: tuple[AcceptedToken, ...] = ()
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -18,14 +18,13 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from api import web
-from api.cors import PayerSideCors
 from api.deps import AcceptedToken, Runtime
 from api.leader import LeaderElector, lock_for_database, migration_lock
 from api.middleware import RequestGuard
 from api.problems import install_problem_handlers
 from api.routes import channels, events, health, info, metrics, payments, tasks
 from api.schemas import problem_docs
+from api.web import router as web_router
 from channel.config import Settings
 from channel.errors import ConfigError, PieceworkError
 from channel.keys import SigningKey, load_key
@@ -166,12 +165,12 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         store=store,
         service=service,
         domain=domain,
+        chain=chain,
         payees=(signer.address,),
         node_check=overrides.node_check or (chain.block_number if chain else lambda: None),
         committer=GroupCommitter(service) if group_commit else None,
         claim=(lambda c, amount, sig: chain.claim(c, amount, sig).tx_hash) if chain else None,
         tokens=tokens,
-        chain=chain,
     )
     if chain is None or not overrides.start_watcher:
         return runtime, None
@@ -189,9 +188,9 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
             max_age=float(settings.claim_max_age_seconds or "inf"),
         ),
     )
-    runtime.watcher = watcher
     # The elector owns leadership; the watcher's own lock stays the always-held default.
     elector = LeaderElector(lock_for_database(settings.database_url), watcher.run)
+    runtime.watcher = watcher
     return runtime, elector
 
 
@@ -241,11 +240,15 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         responses=problem_docs("4XX", "5XX"),
     )
     install_problem_handlers(app)
+    # No CORS middleware on purpose: browsers get no cross-origin access to this service.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
-    # Outermost, so 413/415 answers carry CORS too; payer-side endpoints only (api.cors).
-    app.add_middleware(PayerSideCors, origins=settings.cors_origin_set())
     for module in (info, channels, payments, tasks, health, metrics, events):
         app.include_router(module.router)
     # Last: the pages at / (api.web) never shadow an API route.
-    app.include_router(web.router)
+    app.include_router(web_router)
+    # Except for the payer-side endpoints (api.cors, PIECEWORK_CORS_ORIGINS, default none).
+    # Added last, so outermost: answers of every inner layer (413/415 included) carry it.
+    from api.cors import PayerSideCors  # noqa: PLC0415 - kept beside its one use
+
+    app.add_middleware(PayerSideCors, origins=settings.cors_origin_set())
     return app

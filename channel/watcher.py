@@ -39,7 +39,6 @@ from channel.chain import (
     Claim,
     PreconditionFailed,
 )
-from channel.claims import record_claims
 from channel.errors import ChainError, ConfigError, ContractRevert, PieceworkError
 from channel.state import ChannelStatus, OnchainChannel, PayeeChannelState
 from channel.store import PayeeStore, make_engine, metadata, migrate
@@ -231,7 +230,9 @@ class Watcher:
         for cid in touched:
             self._mirror(cid, end, opened.get(cid), closed.get(cid))
         # Which transaction claimed what, for the receipts' claim_tx (after the mirror: only
-        # channels the store knows are recorded).
+        # channels the store knows are recorded). Imported here to keep this hook one hunk.
+        from channel.claims import record_claims  # noqa: PLC0415
+
         record_claims(self.store.engine, start, end, events)
         block_hash = "0x" + bytes(self.chain.block(end)["hash"]).hex()
         self.store.set_cursor(end, block_hash, self.cursor_name)
