@@ -11,14 +11,13 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.http import HTTPBase
 from sqlalchemy.engine import Engine
 
-from api.events import EventHub
 from api.problems import ProblemError
 from api.schemas import ChannelIdPath
 from channel.config import Settings
@@ -26,6 +25,9 @@ from channel.errors import AccessDenied, AccessRequired
 from channel.messages import Domain
 from channel.payee import GroupCommitter, PayeeService, TokenInfo
 from channel.store import PayeeStore
+
+if TYPE_CHECKING:  # at run time ``_event_hub`` imports it (one hunk, beside other branches)
+    from api.events import EventHub
 
 __all__ = [
     "AcceptedToken",
@@ -45,6 +47,12 @@ class AcceptedToken:
     min_deposit: int
 
 
+def _event_hub() -> EventHub:
+    from api.events import EventHub  # noqa: PLC0415
+
+    return EventHub()
+
+
 @dataclass
 class Runtime:
     """One process's service objects; ``node_check`` raises ``ChainError`` when the node is down."""
@@ -57,7 +65,7 @@ class Runtime:
     payees: tuple[str, ...]
     node_check: Callable[[], None]
     committer: GroupCommitter | None = None
-    events: EventHub = field(default_factory=EventHub)
+    events: EventHub = field(default_factory=_event_hub)
     """This process's event stream (``GET /v1/events``)."""
     chain: Any = None
     """The ``ChainClient`` (None in tests without a chain): the watchtower's wallet balance."""

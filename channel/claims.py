@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from channel.chain import ChannelClosed, ChannelOpened, Claimed
 from channel.store import ClaimRow, _db_errors
 
 __all__ = ["claim_transactions", "record_claims"]
@@ -20,10 +21,7 @@ __all__ = ["claim_transactions", "record_claims"]
 _claims = ClaimRow.__table__  # type: ignore[attr-defined]
 
 
-def _claim_rows(events: Iterable[object], ours: set[str] | None) -> list[dict[str, object]]:
-    # Imported here: channel.chain pulls in web3, which the API's import path avoids.
-    from channel.chain import ChannelClosed, Claimed  # noqa: PLC0415
-
+def _claim_rows(events: Iterable[object]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for ev in events:
         if isinstance(ev, Claimed):
@@ -33,8 +31,6 @@ def _claim_rows(events: Iterable[object], ours: set[str] | None) -> list[dict[st
         else:
             continue
         cid = "0x" + ev.channel_id.hex()
-        if ours is not None and cid not in ours:
-            continue
         rows.append({
             "channel_id": cid,
             "cumulative_amount": amount,
@@ -45,13 +41,22 @@ def _claim_rows(events: Iterable[object], ours: set[str] | None) -> list[dict[st
     return rows
 
 
-def record_claims(engine: Engine, start: int, end: int, events: Sequence[object]) -> None:
+def record_claims(
+    engine: Engine, start: int, end: int, events: Sequence[object],
+    *, payees: Iterable[str] | None = None,
+) -> None:
     """Replace the claims recorded for blocks ``start..end`` with those in ``events``, keeping
-    only channels the store mirrors (ours)."""
+    only our channels: those the store mirrors, and those opened in ``events`` for one of
+    ``payees`` (None: every payee), so a channel opened and claimed in one range counts."""
     channels = ClaimRow.metadata.tables["channels"]
+    wanted = None if payees is None else {p.lower() for p in payees}
+    opened = {
+        "0x" + ev.channel_id.hex() for ev in events
+        if isinstance(ev, ChannelOpened) and (wanted is None or ev.payee.lower() in wanted)
+    }
     with _db_errors("the claims"), engine.begin() as conn:
         conn.execute(sa.delete(_claims).where(_claims.c.block_number.between(start, end)))
-        candidates = _claim_rows(events, None)
+        candidates = _claim_rows(events)
         if not candidates:
             return
         ids = {str(r["channel_id"]) for r in candidates}
@@ -59,7 +64,7 @@ def record_claims(engine: Engine, start: int, end: int, events: Sequence[object]
             row[0] for row in conn.execute(
                 sa.select(channels.c.channel_id).where(channels.c.channel_id.in_(ids)))
         }
-        rows = [r for r in candidates if r["channel_id"] in known]
+        rows = [r for r in candidates if r["channel_id"] in known | opened]
         if rows:
             conn.execute(sa.insert(_claims), rows)
 

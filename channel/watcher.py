@@ -227,13 +227,13 @@ class Watcher:
                 closed[cid] = ev
             if cid not in touched:
                 touched.append(cid)
-        for cid in touched:
-            self._mirror(cid, end, opened.get(cid), closed.get(cid))
-        # Which transaction claimed what, for the receipts' claim_tx (after the mirror: only
-        # channels the store knows are recorded). Imported here to keep this hook one hunk.
+        # Which transaction claimed what, for the receipts' claim_tx (channels of ours only).
+        # Imported here to keep this hook one hunk.
         from channel.claims import record_claims  # noqa: PLC0415
 
-        record_claims(self.store.engine, start, end, events)
+        record_claims(self.store.engine, start, end, events, payees=self.payees)
+        for cid in touched:
+            self._mirror(cid, end, opened.get(cid), closed.get(cid))
         block_hash = "0x" + bytes(self.chain.block(end)["hash"]).hex()
         self.store.set_cursor(end, block_hash, self.cursor_name)
         return events
