@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -172,10 +173,17 @@ async def _stream(runtime: Runtime, after: int | None) -> AsyncIterator[bytes]:
         hub.unsubscribe(sub)
 
 
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+_EVENT_ID: Final = re.compile(r"[0-9]{1,19}")
+
+
 @router.get(
     "/events",
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "snapshot, then payment/task/channel/watchtower events"},
+    response_class=EventStreamResponse,
+    responses={200: {"description": "snapshot, then payment/task/channel/watchtower events"},
                **problem_docs(401, 403)},
     summary="Live events for the dashboard (operator, Server-Sent Events)",
 )
@@ -186,17 +194,31 @@ async def events(
 ) -> StreamingResponse:
     """Payments as they are committed (by this worker), task requests, chain changes of the
     channel mirror and the watchtower's state; ``Last-Event-ID`` resumes when it can."""
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
-    return StreamingResponse(
+    after = int(last_event_id) if last_event_id and _EVENT_ID.fullmatch(last_event_id) else None
+    return EventStreamResponse(
         _stream(runtime, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
+_WATCHTOWER_EXAMPLE: Final = {
+    "closing": [{"channel_id": "0x" + "ab" * 32, "closes_at": 1764493600, "defended": True,
+                 "tx_hash": "0x" + "cd" * 32}],
+    "defences": [{"channel_id": "0x" + "ab" * 32, "tx_hash": "0x" + "cd" * 32,
+                  "at": 1764490100}],
+    "warnings": [{"kind": "low_balance", "message": "The service's wallet 0x… holds 0.004 ETH; "
+                  "claims and defences need about 0.01 ETH."}],
+    "wallet": {"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+               "balance": "4000000000000000", "needed": "10000000000000000"},
+}
+
+
 @router.get(
     "/watchtower",
-    responses=problem_docs(401, 403),
+    responses={200: {"description": "The watchtower's state (api.watchtower)",
+                     "content": {"application/json": {"example": _WATCHTOWER_EXAMPLE}}},
+               **problem_docs(401, 403)},
     summary="Closing channels, defences sent, wallet balance warnings (operator)",
 )
 def watchtower(runtime: RuntimeDep, _: OperatorDep) -> JSONResponse:
