@@ -10,8 +10,8 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
@@ -26,6 +26,9 @@ from channel.errors import AccessDenied, AccessRequired
 from channel.messages import Domain
 from channel.payee import GroupCommitter, PayeeService, TokenInfo
 from channel.store import PayeeStore
+
+if TYPE_CHECKING:  # at run time ``_event_hub`` imports it (one hunk, beside other branches)
+    from api.events import EventHub
 
 __all__ = [
     "AcceptedToken",
@@ -45,6 +48,12 @@ class AcceptedToken:
     min_deposit: int
 
 
+def _event_hub() -> EventHub:
+    from api.events import EventHub  # noqa: PLC0415
+
+    return EventHub()
+
+
 @dataclass
 class Runtime:
     """One process's service objects; ``node_check`` raises ``ChainError`` when the node is down."""
@@ -57,6 +66,12 @@ class Runtime:
     payees: tuple[str, ...]
     node_check: Callable[[], None]
     committer: GroupCommitter | None = None
+    events: EventHub = field(default_factory=_event_hub)
+    """This process's event stream (``GET /v1/events``)."""
+    chain: Any = None
+    """The ``ChainClient`` (None in tests without a chain): the watchtower's wallet balance."""
+    watcher: Any = None
+    """The ``Watcher`` this process would run when it leads (None without a chain)."""
     claim: Callable[[bytes, int, bytes], bytes] | None = None
     """Sends ``claim(channel, cumulative, payer signature)``, returns its tx hash."""
     tokens: tuple[AcceptedToken, ...] = ()

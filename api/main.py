@@ -25,8 +25,9 @@ from api.deps import AcceptedToken, Runtime
 from api.leader import LeaderElector, lock_for_database, migration_lock, nonce_lock
 from api.middleware import RequestGuard
 from api.problems import install_problem_handlers
-from api.routes import channels, health, info, metrics, payments, tasks
+from api.routes import channels, events, health, info, metrics, payments, tasks
 from api.schemas import problem_docs
+from api.web import router as web_router
 from channel.config import Settings
 from channel.errors import ConfigError, PieceworkError
 from channel.keys import SigningKey, load_key
@@ -192,6 +193,7 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         store=store,
         service=service,
         domain=domain,
+        chain=chain,
         payees=(signer.address,),
         node_check=overrides.node_check or (chain.block_number if chain else lambda: None),
         committer=GroupCommitter(service) if group_commit else None,
@@ -232,6 +234,7 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
     runtime.watchtower = watcher.status
     # The elector owns leadership; the watcher's own lock stays the always-held default.
     elector = LeaderElector(lock_for_database(settings.database_url), watcher.run)
+    runtime.watcher = watcher
     return runtime, elector
 
 
@@ -319,7 +322,8 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         if elector is not None:
             elector.start()
         try:
-            yield
+            async with events.following(runtime):
+                yield
         finally:
             if elector is not None:
                 elector.stop()
@@ -341,6 +345,13 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
     # added first so that RequestGuard (413/415) still runs before it.
     app.add_middleware(payments.LeanPayments)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
-    for module in (info, channels, payments, tasks, health, metrics):
+    for module in (info, channels, payments, tasks, health, metrics, events):
         app.include_router(module.router)
+    # Last: the pages at / (api.web) never shadow an API route.
+    app.include_router(web_router)
+    # Except for the payer-side endpoints (api.cors, PIECEWORK_CORS_ORIGINS, default none).
+    # Added last, so outermost: answers of every inner layer (413/415 included) carry it.
+    from api.cors import PayerSideCors  # noqa: PLC0415 - kept beside its one use
+
+    app.add_middleware(PayerSideCors, origins=settings.cors_origin_set())
     return app

@@ -236,6 +236,11 @@ class Info(_Out):
     payees: list[str] = Field(description="Payee addresses this service accepts vouchers for.")
     min_challenge_period: int = Field(description="Seconds; shorter channels are refused.")
     tokens: list[TokenBody] = Field(description="The tokens channels may be in.")
+    rpc_url: str | None = Field(
+        None,
+        description="A public RPC URL for wallet_addEthereumChain (PIECEWORK_PUBLIC_RPC_URL); "
+        "absent when unset.",
+    )
 
 
 class LatestVoucher(_Out):
@@ -272,6 +277,18 @@ class ChannelPage(_Out):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
 
 
+class OperatorReceiptBody(ReceiptBody):
+    """A receipt as the operator sees it (bearer token): what accounting needs besides the
+    signed fields (web/SERVICE-NEEDS.md item 7)."""
+
+    task: str = Field(description="The task id string as paid (task_id is its bytes32 hash).")
+    created_at: int = Field(description="Unix seconds when the payment was durably accepted.")
+    claim_tx: str | None = Field(
+        description="The first transaction whose Claimed / ChannelClosed covered this "
+        "cumulative amount; null while unclaimed."
+    )
+
+
 class ReceiptList(_Out):
     """A page of receipts in ascending cumulative order."""
 
@@ -279,7 +296,10 @@ class ReceiptList(_Out):
         frozen=True, json_schema_extra={"examples": [{"receipts": [EX_RECEIPT], "next": None}]}
     )
 
-    receipts: list[ReceiptBody]
+    receipts: list[OperatorReceiptBody | ReceiptBody] = Field(
+        description="Payer-side callers get the protocol's receipt; the operator (bearer "
+        "token) also gets task, created_at and claim_tx."
+    )
     next: str | None = Field(
         description="Pass as ?after= for the next page (a cumulative amount); null at the end."
     )

@@ -6,6 +6,7 @@ Secrets (``private_key``, ``keystore_password``, ``operator_token``) are ``Secre
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -15,7 +16,7 @@ from channel.errors import ConfigError, InvalidAddress, InvalidAmount
 from channel.messages import ZERO_ADDRESS, parse_address, parse_amount
 from channel.state import DEFAULT_MIN_CHALLENGE_PERIOD
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings", "parse_accepted_tokens"]
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "parse_accepted_tokens", "parse_cors_origins"]
 
 DEFAULT_DATABASE_URL = "sqlite:///./.piecework/piecework.db"
 
@@ -42,6 +43,28 @@ def parse_accepted_tokens(text: str) -> dict[str, int]:
             raise ValueError(f"accepted token {name!r} is listed twice")
         tokens[address] = least
     return tokens
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def parse_cors_origins(text: str) -> frozenset[str]:
+    """``https://a.example,http://127.0.0.1:5173`` -> the set of origins; ``*`` and anything
+    that is not a bare ``scheme://host[:port]`` origin are refused."""
+    origins: set[str] = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item == "*" or "*" in item:
+            raise ValueError(
+                "'*' is refused: payer-side reads are private per channel; list exact origins"
+            )
+        if not _ORIGIN.fullmatch(item):
+            raise ValueError(
+                f"{item!r} is not an origin (scheme://host[:port], no path or trailing slash)"
+            )
+        origins.add(item.lower())
+    return frozenset(origins)
 
 
 class Settings(BaseSettings):
@@ -141,6 +164,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16_384, gt=0, description="Largest request body the HTTP API reads."
     )
+    public_rpc_url: str | None = Field(
+        None,
+        description="An RPC URL the web page may offer a wallet (`wallet_addEthereumChain`); "
+        "shown in /v1/info as `rpc_url`. Never derived from PIECEWORK_RPC_URL, which may carry "
+        "a provider's API key.",
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated exact origins (`https://pay.example.org`) whose pages may "
+        "call the payer-side endpoints; empty: same origin only. `*` is refused.",
+    )
 
     @field_validator("contract_address")
     @classmethod
@@ -158,6 +192,26 @@ class Settings(BaseSettings):
     def _tokens(cls, value: str) -> str:
         parse_accepted_tokens(value)
         return value
+
+    @field_validator("public_rpc_url")
+    @classmethod
+    def _public_rpc(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        parse_cors_origins(value)
+        return value
+
+    def cors_origin_set(self) -> frozenset[str]:
+        """``cors_origins`` parsed: the exact origins allowed, empty for same origin only."""
+        return parse_cors_origins(self.cors_origins)
 
     def accepted_token_minimums(self) -> dict[str, int]:
         """``accepted_tokens`` parsed: token address (zero for ETH) -> least deposit."""

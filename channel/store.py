@@ -64,6 +64,7 @@ __all__ = [
     "U256",
     "ChainCursor",
     "ChannelRow",
+    "ClaimRow",
     "OutgoingTransaction",
     "PayeeStore",
     "PayerReceipt",
@@ -278,6 +279,22 @@ class StateChangeRow(_Base, table=True):
     kind: str = Field(max_length=32)
     data: str
     created_at: float
+
+
+class ClaimRow(_Base, table=True):
+    """A ``Claimed`` or ``ChannelClosed`` event of one of our channels: which transaction paid
+    the payee up to which cumulative amount (the receipts' ``claim_tx``; see channel/claims.py)."""
+
+    __tablename__ = "claims"
+    __table_args__ = (sa.UniqueConstraint("channel_id", "block_number", "log_index",
+                                          name="uq_claim_log"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: str = Field(max_length=66, index=True)
+    cumulative_amount: int = Field(sa_type=U256)
+    tx_hash: str = Field(max_length=66)
+    block_number: int = Field(sa_type=sa.BigInteger, index=True)
+    log_index: int
 
 
 # --- engine and migrations -------------------------------------------------------------------

@@ -363,6 +363,11 @@ class Watcher:
                 closed[cid] = ev
             if cid not in touched:
                 touched.append(cid)
+        # Which transaction claimed what, for the receipts' claim_tx (channels of ours only).
+        # Imported here to keep this hook one hunk.
+        from channel.claims import record_claims  # noqa: PLC0415
+
+        record_claims(self.store.engine, start, end, events, payees=self.payees)
         for cid in touched:
             self._mirror(cid, pinned, opened.get(cid), closed.get(cid))
         block_hash = "0x" + pinned.hex()

@@ -29,7 +29,35 @@ const CONTRACTS = [
   { name: "TestStablecoin", source: "contracts/test/mocks/Tokens.sol" },
 ];
 
-const PRODUCTS = [{ dir: "channel/contracts", files: contractFiles }];
+// api/web: the pages `piecework serve` answers at `/`, copied from web/dist (written by
+// `npm run build:web`, which runs this script with `--only api/web` after bundling). Without a
+// web/dist (a contracts-only build) the committed copy is left as it is.
+const PRODUCTS = [
+  { dir: "channel/contracts", files: contractFiles },
+  { dir: "api/web", files: webFiles, optional: () => !existsSync(join(ROOT, "web/dist/index.html")) },
+];
+
+// Every file under `dir`, as paths relative to it ("assets/client-X.js").
+function listTree(dir, prefix = "") {
+  const out = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const name = prefix + entry.name;
+    if (entry.isDirectory()) out.push(...listTree(join(dir, entry.name), `${name}/`));
+    else out.push(name);
+  }
+  return out;
+}
+
+function webFiles() {
+  const dist = join(ROOT, "web/dist");
+  const files = new Map();
+  for (const name of listTree(dist)) {
+    // build-report.json is a build diagnostic, not part of the site.
+    if (name === "build-report.json") continue;
+    files.set(name, readFileSync(join(dist, name), "utf8"));
+  }
+  return files;
+}
 
 function readJson(path) {
   return JSON.parse(readFileSync(path, "utf8"));
@@ -91,10 +119,13 @@ function contractFiles() {
 function main() {
   const check = process.argv.includes("--check") || process.env.CI === "true";
   const problems = [];
+  const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : null;
   for (const product of PRODUCTS) {
+    if (only !== null && product.dir !== only) continue;
+    if (product.optional?.()) continue;
     const dir = join(ROOT, product.dir);
     const wanted = product.files();
-    const present = existsSync(dir) ? readdirSync(dir) : [];
+    const present = existsSync(dir) ? listTree(dir) : [];
     for (const [file, content] of wanted) {
       const path = join(dir, file);
       const current = existsSync(path) ? readFileSync(path, "utf8") : null;
@@ -102,7 +133,7 @@ function main() {
       if (check) {
         problems.push(`${product.dir}/${file} is ${current === null ? "missing" : "stale"}`);
       } else {
-        mkdirSync(dir, { recursive: true });
+        mkdirSync(dirname(path), { recursive: true });
         writeFileSync(path, content);
         console.log(`package data: wrote ${product.dir}/${file} (commit it)`);
       }
@@ -111,7 +142,7 @@ function main() {
       if (check) {
         problems.push(`${product.dir}/${file} is no longer produced`);
       } else {
-        rmSync(join(dir, file), { recursive: true });
+        rmSync(join(dir, file));
         console.log(`package data: removed ${product.dir}/${file} (commit it)`);
       }
     }
@@ -119,7 +150,7 @@ function main() {
   if (problems.length > 0) {
     console.error(
       `package data out of date:\n  ${problems.join("\n  ")}\n` +
-        "run `npm run build` (or `node scripts/package_data.js`) and commit the result",
+        "run `npm run build` and `npm run build:web` (or `node scripts/package_data.js`) and commit the result",
     );
     process.exit(1);
   }

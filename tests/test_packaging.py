@@ -178,6 +178,12 @@ def test_wheel_carries_the_package_data_and_nothing_of_the_checkout(installed: I
     assert {"channel/py.typed", "api/py.typed", "channel/migrations/env.py",
             "channel/migrations/script.py.mako"} <= names
     assert any(n.startswith("channel/migrations/versions/0001_") for n in names)
+    # The web app `piecework serve` answers at / (api/web, copied from web/dist by build:web).
+    assert {"api/web/index.html", "api/web/dashboard.html", "api/web/settle.html",
+            "api/web/assets/style.css"} <= names
+    pages = sorted(p.relative_to(REPO_ROOT).as_posix()
+                   for p in (REPO_ROOT / "api" / "web").rglob("*") if p.is_file())
+    assert {n for n in names if n.startswith("api/web/")} == set(pages)
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"channel", "api", "piecework-0.1.0.dist-info"}, tops
     with zipfile.ZipFile(installed.wheel) as wheel:
@@ -343,6 +349,14 @@ def test_installed_cli_deploys_and_serves_from_an_empty_directory(service: Servi
         metrics = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert metrics.status_code == 200
         assert "piecework_payments_accepted_total" in metrics.text
+        # The pages come from the installed package (api/web in site-packages).
+        page = http.get("/")
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        script = re.search(r'src="\./(assets/client-[A-Za-z0-9]+\.js)"', page.text)
+        assert script is not None, page.text
+        assert http.get(f"/{script.group(1)}").status_code == 200
     # The default SQLite store lives in the user's directory, not in site-packages.
     assert (service.workdir / ".piecework" / "piecework.db").is_file()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api.deps import OperatorDep, PayerSideDep, Runtime, RuntimeDep
 from api.problems import ProblemError
@@ -20,6 +20,7 @@ from api.schemas import (
     CloseConsentBody,
     CloseRequestBody,
     LatestVoucher,
+    OperatorReceiptBody,
     ReceiptBody,
     ReceiptList,
     problem_docs,
@@ -149,6 +150,7 @@ def receipts(
     channel_id: ChannelIdPath,
     runtime: RuntimeDep,
     _: PayerSideDep,
+    request: Request,
     after: Annotated[
         str | None,
         Query(max_length=78, description="Only receipts whose cumulative amount is greater "
@@ -161,11 +163,34 @@ def receipts(
     state can rebuild it and prove any task's amount. Private to the channel's payer side
     (an ``Access`` signature) and the operator."""
     start = parse_amount(after) if after is not None else None
+    if _is_operator(request):
+        # The bearer token was checked by PayerSideDep: add the accounting fields.
+        from channel.claims import claim_transactions  # noqa: PLC0415 - one hunk here
+        state = runtime.service.ours(channel_id)
+        stored, next_after = runtime.store.receipts(state.channel_id, after=start, limit=limit)
+        claims = claim_transactions(
+            runtime.engine, state.channel_id, [p.cumulative_amount for p in stored]
+        )
+        return ReceiptList(
+            receipts=[
+                OperatorReceiptBody(
+                    **SignedReceipt.of(p).as_json(), task=p.task_id,
+                    created_at=int(p.created_at), claim_tx=tx,
+                )
+                for p, tx in zip(stored, claims, strict=True)
+            ],
+            next=str(next_after) if next_after is not None else None,
+        )
     page, next_after = runtime.service.receipts(channel_id, after=start, limit=limit)
     return ReceiptList(
         receipts=[receipt_body(r) for r in page],
         next=str(next_after) if next_after is not None else None,
     )
+
+
+def _is_operator(request: Request) -> bool:
+    scheme = request.headers.get("authorization", "").split(" ", 1)[0]
+    return scheme.lower() == "bearer"
 
 
 @router.post(

@@ -10,7 +10,12 @@ from api.schemas import Info, TokenBody
 router = APIRouter(prefix="/v1", tags=["info"])
 
 
-@router.get("/info", response_model=Info, summary="Chain, contract, payees and accepted tokens")
+@router.get(
+    "/info",
+    response_model=Info,
+    response_model_exclude_none=True,
+    summary="Chain, contract, payees and accepted tokens",
+)
 async def info(runtime: RuntimeDep) -> Info:
     """The EIP-712 domain inputs (chain id, verifying contract), the payees served here, the
     least challenge period and the tokens a channel may be in (each with its least deposit)."""
@@ -28,4 +33,5 @@ async def info(runtime: RuntimeDep) -> Info:
             )
             for t in runtime.tokens
         ],
+        rpc_url=runtime.settings.public_rpc_url,
     )

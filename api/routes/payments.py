@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import telemetry
 from api.deps import Runtime, RuntimeDep
 from api.problems import to_problem
+from api.routes.events import publish_payment
 from api.schemas import ChannelIdPath, NewPayment, PaymentCreated, problem_docs
 from channel.errors import PieceworkError
 from channel.payee import PaymentRequest, SignedReceipt
@@ -80,6 +81,8 @@ async def accept(runtime: Runtime, channel_id: str, body: NewPayment) -> SignedR
     # Durably accepted from here on (committed, fsynced).
     telemetry.PAYMENTS_ACCEPTED.inc()
     telemetry.PAYMENT_SECONDS.observe(time.perf_counter() - started)
+    # Tell this worker's event streams (the dashboard); cheap without subscribers.
+    publish_payment(runtime, body.task_id, receipt, request.now)
     return receipt
 
 

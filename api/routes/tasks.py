@@ -50,8 +50,11 @@ def request_task(
     task, created = runtime.service.request_task(
         channel_id, body.task_id, body.amount, body.description, int(time.time())
     )
+    answer = TaskCreated(task=task_body(task)).model_dump(mode="json")
+    if created:
+        runtime.events.publish("task", {"channel_id": "0x" + task.channel_id.hex(), **answer})
     return JSONResponse(
-        TaskCreated(task=task_body(task)).model_dump(mode="json"),
+        answer,
         status_code=201 if created else 200,
     )
 

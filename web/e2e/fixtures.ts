@@ -44,7 +44,7 @@ export const OPERATOR_TOKEN = "test-operator-token-not-secret";
  * Starts `piecework serve` against `chain` when it speaks protocol v2 with what the pages need
  * (web/SERVICE-NEEDS.md); otherwise says why not, so service tests skip with that reason.
  */
-export async function startService(chain: Chain): Promise<ServiceAvailability> {
+export async function startService(chain: Chain, options: { corsOrigins?: string } = {}): Promise<ServiceAvailability> {
   if (!existsSync(PIECEWORK)) return { service: null, reason: "no .venv/bin/piecework (run make setup)" };
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "piecework-web-"));
@@ -59,6 +59,8 @@ export async function startService(chain: Chain): Promise<ServiceAvailability> {
       PIECEWORK_ACCEPTED_TOKENS: `ETH:1,${chain.stablecoin}:1000000`,
       PIECEWORK_MIN_CHALLENGE_PERIOD: "3600",
       PIECEWORK_CLAIM_MAX_AGE_SECONDS: "0",
+      PIECEWORK_PUBLIC_RPC_URL: chain.url,
+      PIECEWORK_CORS_ORIGINS: options.corsOrigins ?? "",
     },
     stdio: ["ignore", "ignore", "pipe"],
     detached: true,
@@ -66,7 +68,12 @@ export async function startService(chain: Chain): Promise<ServiceAvailability> {
   let stderr = "";
   child.stderr?.on("data", (d) => (stderr = (stderr + String(d)).slice(-2000)));
   const stop = () => {
-    if (child.exitCode === null && child.pid) process.kill(-child.pid, "SIGKILL");
+    if (child.exitCode !== null || !child.pid) return;
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already gone (a test stopped it, then afterAll)
+    }
   };
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;

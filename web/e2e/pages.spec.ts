@@ -11,7 +11,9 @@ import { ZERO_ADDRESS, openChannel, startClose, waitForTransaction } from "../sr
 import { DEV, ROOT } from "../test/support/chain.ts";
 import { DIST, clientUrl, expect, test } from "./fixtures.ts";
 
-const IMG = join(ROOT, "docs/img");
+// The README's screenshots (docs/img) come from service.spec.ts, with the pages in use against
+// the real service; these, of the pages without a service, stay with the test results.
+const IMG = join(ROOT, "web/test-results/screenshots");
 const METRICS = join(ROOT, "web/test-results/metrics.json");
 
 async function expectAccessible(page: Page, name: string) {

@@ -3,10 +3,9 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, extname, join, normalize, sep } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createPublicClient, createWalletClient, getAddress, http, parseAbi } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
@@ -15,7 +14,6 @@ import { foundry } from "viem/chains";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const ANVIL = join(ROOT, "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
 const PIECEWORK = join(ROOT, ".venv/bin/piecework");
-const DIST = join(ROOT, "web/dist");
 // anvil's publicly known development keys: never put real money on them.
 const KEYS = {
   deployer: "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
@@ -85,7 +83,6 @@ function artifact(path) {
   return JSON.parse(readFileSync(file, "utf8"));
 }
 
-if (!existsSync(join(DIST, "index.html"))) throw new Error("web/dist is missing: run npm run build:web");
 
 const rpcPort = await port(8545);
 const rpcUrl = `http://127.0.0.1:${rpcPort}`;
@@ -122,36 +119,21 @@ const service = start(PIECEWORK, ["serve", "--host", "127.0.0.1", "--port", Stri
 });
 const info = await until("piecework serve", async () => (service.exitCode === null ? (await fetch(`${serviceUrl}/v1/info`)).json() : Promise.reject(new Error("exited"))));
 const home = await fetch(`${serviceUrl}/`).catch(() => null);
-let pages = serviceUrl;
-let note = "";
-if (!home?.ok || !(home.headers.get("content-type") ?? "").includes("text/html") || info.version !== "2") {
-  // Phase 1 of issue #12: the v2 service does not serve the pages yet. Serve web/dist here and
-  // put the channel terms in the link, so opening, closing and settling can be tried already.
-  const staticPort = await port(8080);
-  const types = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".json": "application/json" };
-  createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
-    const file = normalize(join(DIST, path === "/" ? "index.html" : path));
-    if (!file.startsWith(DIST + sep) || !existsSync(file)) return res.writeHead(404).end("not found");
-    res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" }).end(readFileSync(file));
-  }).listen(staticPort, "127.0.0.1");
-  pages = `http://127.0.0.1:${staticPort}`;
-  note = `\n  Note: ${PIECEWORK} serve answers protocol version ${info.version ?? "?"} and does not serve the pages yet
-  (phase 2 of issue #12). The pages are served from ${pages} with the channel terms in the link:
-  opening, topping up, closing and settling work; paying tasks needs the v2 service.\n`;
+if (info.version !== "2" || !home?.ok || !(home.headers.get("content-type") ?? "").includes("text/html")) {
+  console.error(`piecework serve at ${serviceUrl} does not serve the pages (answered ${home?.status ?? "nothing"}): run npm run build:web, then make app again`);
+  await stopAll(1);
 }
-const terms = info.version === "2" ? "" : `?service=${encodeURIComponent(serviceUrl)}&chain=31337&contract=${contract}&payee=${privateKeyToAccount(KEYS.freelancer).address}&token=${tusd}&rpc=${encodeURIComponent(rpcUrl)}`;
 
 console.log(`
 Piecework is running (Ctrl-C stops everything).
 
-  Client page          ${pages}/index.html${terms}
-  Freelancer dashboard ${pages}/dashboard.html${terms ? `?service=${encodeURIComponent(serviceUrl)}` : ""}   operator token: ${operatorToken}
-  Settle page          ${pages}/settle.html${terms}
+  Client page          ${serviceUrl}/
+  Freelancer dashboard ${serviceUrl}/dashboard.html   operator token: ${operatorToken}
+  Settle page          ${serviceUrl}/settle.html
   Service              ${serviceUrl}   chain ${rpcUrl} (id 31337)
   PaymentChannels      ${contract}
   TUSD (6 decimals)    ${tusd}
-${note}
+
 Try it with MetaMask:
   1. Settings > Networks > Add a network manually: RPC URL ${rpcUrl}, chain ID 31337, symbol ETH.
   2. Import account > private key of anvil's dev account 2 (the client, 10,000 ETH, 1,000 TUSD):

@@ -2,6 +2,7 @@
 // code): esbuild bundles TypeScript/JSX with Preact, shared code goes into hashed chunks, and
 // the build fails when the client page's JavaScript exceeds its gzip budget.
 import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -89,3 +90,7 @@ if (report.client.gzip > BUDGET_GZ) {
   console.error(`build:web: the client page's JavaScript is ${report.client.gzip} B gzipped, over the ${BUDGET_GZ} B budget`);
   process.exit(1);
 }
+
+// The same files as package data of the service (api/web, shipped in the wheel): see
+// scripts/package_data.js. Under CI=true this checks the committed copy instead of writing it.
+execFileSync(process.execPath, [join(WEB, "../scripts/package_data.js"), "--only", "api/web"], { stdio: "inherit" });

@@ -69,7 +69,7 @@ export function TxList(props: { txs: TxState[] }) {
       <h2 id="txs-title">Transactions</h2>
       <ul class="txs" data-testid="txs">
         {props.txs.map((t) => (
-          <li key={t.id} class={`tx ${t.status.replace(/ /g, "-")}`} data-status={t.status}>
+          <li key={t.id} class={`tx ${t.status.replace(/ /g, "-")}`} data-status={t.status} data-hash={t.hash ?? undefined}>
             <span class="tx-label">{t.label}</span> <span class="tx-status">{t.status}</span>{" "}
             {t.hash ? <Addr value={t.hash} label="transaction" /> : null}
             {t.error ? <span class="tx-error"> — {t.error}</span> : null}

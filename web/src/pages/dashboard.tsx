@@ -33,6 +33,7 @@ type Watchtower = {
   closing: { channel_id: string; closes_at: number; defended: boolean; tx_hash: string | null }[];
   defences: { channel_id: string; tx_hash: string; at: number }[];
   warnings: { kind: string; message: string }[];
+  wallet: { address: Address; balance: string; needed: string } | null;
 };
 
 function App() {
@@ -95,7 +96,10 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
   const [payments, setPayments] = useState<Payment[]>([]);
   const [watchtower, setWatchtower] = useState<Watchtower | null>(null);
   const [live, setLive] = useState<"connecting" | "live" | "reconnecting" | "unavailable">("connecting");
+  // An action's error stays until the next action; reloading the list (after every action and
+  // event) only replaces its own error, so a rejected request's message is not wiped at once.
   const [error, setError] = useState<string | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
   const [message, setMessage] = useState<string | null>(null);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [estimate, setEstimate] = useState<{ gas: bigint; cost: bigint; ids: string } | null>(null);
@@ -109,10 +113,10 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
       const [i, list] = await Promise.all([api.info(), api.operatorChannels()]);
       setInfo(i);
       setChannels(list);
-      setError(null);
+      setLoadError(null);
     } catch (e) {
       if (e instanceof ProblemError && (e.status === 401 || e.status === 403)) props.onSignOut();
-      setError(plainMessage(e));
+      setLoadError(plainMessage(e));
     }
   }, [api]);
 
@@ -257,9 +261,9 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
         </button>
       </div>
       <WalletBar state={wallet} expectedChainId={info?.chainId ?? null} role="freelancer" />
-      {error ? (
+      {error || loadError ? (
         <Notice kind="error" testId="error">
-          {error}
+          {error ?? loadError}
         </Notice>
       ) : null}
       {message ? <Notice kind="ok">{message}</Notice> : null}
@@ -384,10 +388,17 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
         </ul>
       </section>
 
-      <section aria-labelledby="watchtower-title">
+      <section aria-labelledby="watchtower-title" data-testid="watchtower">
         <h2 id="watchtower-title">Watchtower</h2>
         {watchtower ? (
           <>
+            {watchtower.wallet ? (
+              <p data-testid="watchtower-wallet">
+                The service's wallet <Addr value={watchtower.wallet.address} label="service wallet" /> holds{" "}
+                <Amount value={BigInt(watchtower.wallet.balance)} decimals={18} symbol="ETH" /> for claims and defences (needs about{" "}
+                <Amount value={BigInt(watchtower.wallet.needed)} decimals={18} symbol="ETH" />).
+              </p>
+            ) : null}
             {watchtower.warnings.map((w) => (
               <Notice key={w.kind} kind="warn">
                 {w.message}
@@ -399,7 +410,7 @@ function Dashboard(props: { api: PieceworkClient; onSignOut: () => void }) {
             <ul>
               {watchtower.closing.map((c) => (
                 <li key={c.channel_id}>
-                  <Addr value={c.channel_id} label="channel" /> closes at {new Date(c.closes_at * 1000).toLocaleString()} — {c.defended ? "latest voucher claimed" : "nothing to defend"}
+                  <Addr value={c.channel_id} label="channel" /> closes at {new Date(c.closes_at * 1000).toLocaleString()} — {c.defended ? "defence sent" : "no defence sent"}
                 </li>
               ))}
             </ul>
@@ -444,16 +455,18 @@ function RequestForm(props: {
           }
         }}
       >
-        <label>
-          Channel
-          <select name="channel" value={chosen?.channelId} onChange={(e) => setChannel(e.currentTarget.value)}>
+        {/* A label of its own (not wrapping the select): a wrapping label's name would include
+            the selected option's text. */}
+        <div class="field">
+          <label htmlFor="request-channel">Channel</label>
+          <select id="request-channel" name="channel" value={chosen?.channelId} onChange={(e) => setChannel(e.currentTarget.value)}>
             {props.channels.map((c) => (
               <option key={c.channelId} value={c.channelId}>
                 {c.channelId.slice(0, 10)}… ({props.tokenOf(c.token).symbol}, client {c.payer.slice(0, 8)}…)
               </option>
             ))}
           </select>
-        </label>
+        </div>
         <label>
           Task id
           <input name="task-id" value={taskId} onInput={(e) => setTaskId(e.currentTarget.value)} required maxLength={256} />

@@ -1,0 +1,1 @@
+import{Cc as a,Dc as b,Ec as c,Fc as d}from"./chunk-QWMTW4DR.js";import"./chunk-K3APGFXL.js";import"./chunk-WOT6VMZA.js";export{d as ccipRequest,c as offchainLookup,b as offchainLookupAbiItem,a as offchainLookupSignature};
