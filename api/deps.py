@@ -79,9 +79,6 @@ class Runtime:
     """Head age and the watcher's lag (``api.chainstatus``); None without a chain client."""
     wallet: Callable[[], dict[str, object] | None] | None = None
     """The hot wallet for /healthz: address, balance (wei, decimal string), low."""
-    watchtower: Callable[[], object] | None = None
-    """``Watcher.status()`` for GET /v1/watchtower (None without a chain); only the leading
-    worker's watcher acts, so only its snapshot is live (check ``LeaderElector.is_leader``)."""
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -19,8 +19,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from api.chainstatus import read_status
 from api import telemetry
+from api.chainstatus import read_status
 from api.deps import AcceptedToken, Runtime
 from api.leader import LeaderElector, lock_for_database, migration_lock, nonce_lock
 from api.middleware import RequestGuard
@@ -231,7 +231,6 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         on_alert=lambda kind, _message: telemetry.WATCHTOWER_ALERTS.labels(kind).inc(),
         on_wallet=_set_wallet_gauges,
     )
-    runtime.watchtower = watcher.status
     # The elector owns leadership; the watcher's own lock stays the always-held default.
     elector = LeaderElector(lock_for_database(settings.database_url), watcher.run)
     runtime.watcher = watcher

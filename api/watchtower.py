@@ -4,7 +4,8 @@
 store's mirror, the defences the watcher sent (its outgoing transactions for a channel after
 that channel's close started), the service wallet's balance against what claims and defences
 need, and warnings in plain words. When the watcher grows its own report
-(``Watcher.status()``), extend this function with it; the JSON shape stays as below.
+(``Watcher.status()``, live only in the worker that leads and runs it) adds the defences still
+pending with their fees and replacements, and its alerts as warnings; the JSON shape stays:
 
     {"closing": [{"channel_id", "closes_at", "defended", "tx_hash"}],
      "defences": [{"channel_id", "tx_hash", "at"}],
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Final
 
 from api.deps import Runtime
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 GAS_PER_CHANNEL: Final = 150_000
 """Gas reserved per open or closing channel: one claim or defence each (claim ~70k, with
 margin for a busy token's transfer)."""
+ALERT_SHOWN_SECONDS: Final = 3600
+"""A watcher alert stays on the dashboard this long (its count stays in /metrics)."""
 _DEFENCE_KINDS: Final = frozenset({"claim", "claimMany", "closeByPayee"})
 
 
@@ -79,6 +83,9 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
                                  "message": f"The service's wallet {address} holds "
                                             f"{_eth(balance)}; claims and defences need "
                                             f"about {_eth(needed)}."})
+    for pending in _pending_defences(runtime):
+        defences.append(pending)
+    warnings.extend(_alerts(runtime))
     if runtime.watcher is None:
         warnings.append({"kind": "no_watcher",
                          "message": "This service runs without a chain watcher: nobody "
@@ -94,3 +101,37 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
         "warnings": warnings,
         "wallet": wallet,
     }
+
+
+def _live_status(runtime: Runtime) -> Any:
+    """The watcher's own snapshot (``channel.defence.WatchtowerStatus``), or None. A worker
+    that does not lead never polled: its snapshot has no pending defence and no alert."""
+    if runtime.watcher is None:
+        return None
+    try:
+        return runtime.watcher.status()
+    except PieceworkError:
+        return None
+
+
+def _pending_defences(runtime: Runtime) -> list[dict[str, Any]]:
+    """Defences sent and not yet mined: one entry per channel, with the fee-bumping state."""
+    status = _live_status(runtime)
+    if status is None:
+        return []
+    return [{"channel_id": cid, "tx_hash": tx.tx_hash, "at": None, "state": tx.state,
+             "nonce": tx.nonce, "max_fee_per_gas": str(tx.max_fee_per_gas),
+             "replacements": tx.replacements}
+            for tx in status.defences for cid in tx.channel_ids]
+
+
+def _alerts(runtime: Runtime) -> list[dict[str, str]]:
+    """The watcher's recent alerts (a defence that cannot be made in time, a low wallet...)."""
+    status = _live_status(runtime)
+    if status is None:
+        return []
+    latest: dict[str, str] = {}  # one warning per kind (the dashboard keys them by kind)
+    for alert in status.alerts:
+        if time.time() - alert.at < ALERT_SHOWN_SECONDS:
+            latest[alert.kind] = alert.message
+    return [{"kind": kind, "message": message} for kind, message in latest.items()]
