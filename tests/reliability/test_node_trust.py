@@ -52,6 +52,8 @@ pytestmark = pytest.mark.integration
 MakeClient = Callable[..., ChainClient]
 DEPOSIT = 10**18
 PERIOD = 86_400
+# Worth defending: well above the watcher's dust rule (payable >= fee multiple x the claim's fee).
+EARNED = 7 * 10**15
 
 
 # --- a provider with a result cap -------------------------------------------------------------
@@ -184,7 +186,7 @@ def test_following_error_does_not_stop_defence(
                      salt=os.urandom(32))[0]
     store = _store(tmp_path)
     service = _service(store, accounts, deployment, make_client())
-    _pay(service, accounts, deployment, cid, 7000)
+    _pay(service, accounts, deployment, cid, EARNED)
     watcher = Watcher(_client_on(proxy.url, deployment, accounts.payee), store,
                       frozenset({accounts.payee.address}),
                       policy=ClaimPolicy(default_threshold=10**30))
@@ -196,7 +198,7 @@ def test_following_error_does_not_stop_defence(
     assert result.follow_error is not None and "refused" in result.follow_error
     (defence,) = result.sent
     assert defence.ok, defence.error
-    assert payer.get_channel(cid).claimed == 7000
+    assert payer.get_channel(cid).claimed == EARNED
     record("node-trust/follow-error-still-defends", refused=proxy.refused, defended=True)
 
 
@@ -302,7 +304,7 @@ def test_a_reorg_while_following_cannot_hide_a_close(
                      salt=os.urandom(32))[0]
     store = _store(tmp_path)
     service = _service(store, accounts, deployment, make_client())
-    _pay(service, accounts, deployment, cid, 7000)
+    _pay(service, accounts, deployment, cid, EARNED)
     reader = make_client(accounts.payee)
     watcher = Watcher(reader, store, frozenset({accounts.payee.address}),
                       policy=ClaimPolicy(default_threshold=10**30))
@@ -323,7 +325,7 @@ def test_a_reorg_while_following_cannot_hide_a_close(
     reader.get_events = real_get_events  # type: ignore[method-assign]
     assert payer.get_channel(cid).status is ChannelStatus.CLOSING  # the hidden close
     watcher.poll_once()
-    assert payer.get_channel(cid).claimed == 7000
+    assert payer.get_channel(cid).claimed == EARNED
     record("node-trust/reorg-while-following", follow_error=first.follow_error is not None,
            defended=True)
 
