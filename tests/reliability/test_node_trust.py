@@ -66,12 +66,14 @@ class CappedProxy:
         self.refuse_all_logs = False
         self.refused = 0
         self.log_queries = 0
+        self.requests = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 request = json.loads(body)
+                proxy.requests += 1
                 answer = httpx.post(proxy.upstream, content=body,
                                     headers={"Content-Type": "application/json"}).json()
                 if request.get("method") == "eth_getLogs":
@@ -375,6 +377,27 @@ def test_start_refuses_a_chain_id_or_contract_mismatch(
     assert runtime.domain.chain_id == CHAIN_ID
     runtime.engine.dispose()
     record("node-trust/chain-id-mismatch", refused=len(refused), accepted_right_one=True)
+
+
+def test_the_watcher_follows_through_its_own_endpoint(
+    anvil_node: Node, deployment: Deployment, proxy: CappedProxy, tmp_path: Path,
+    chain_snapshot: None,
+) -> None:
+    settings = _settings(anvil_node.url, deployment.channels, tmp_path, chain_id=CHAIN_ID,
+                         watcher_rpc_url=proxy.url)
+    runtime, elector = _build(settings, Overrides())
+    assert elector is not None
+    watcher = elector._lead.__self__  # type: ignore[attr-defined]  # the bound Watcher.run
+    assert isinstance(watcher, Watcher)
+    assert watcher.chain.url == proxy.url
+    before = proxy.log_queries
+    watcher.poll_once()
+    assert proxy.log_queries > before  # following went to the watcher's endpoint
+    seen = proxy.requests
+    runtime.node_check()  # the service's own reads stay on PIECEWORK_RPC_URL
+    assert proxy.requests == seen
+    runtime.engine.dispose()
+    record("node-trust/watcher-endpoint", watcher_log_queries=proxy.log_queries - before)
 
 
 def test_healthz_and_metrics_report_head_age_and_lag(
