@@ -1044,11 +1044,12 @@ class ChainClient:
     def channel_history(
         self, channel_id: bytes, from_block: int = 0, to_block: int | str = "latest"
     ) -> list[ChannelEvent]:
-        """Every event of one channel (its id is the first indexed topic of each), in order."""
+        """Every event of one channel (its id is the first indexed topic of each), in order.
+
+        Ranges the node refuses as too large are split like :meth:`get_events`' are."""
         cid = "0x" + _bytes32(channel_id, "channel id").hex()
-        logs = self._call("eth_getLogs", lambda: self.w3.eth.get_logs(cast(Any, {
-            "address": _address(self.address), "fromBlock": from_block, "toBlock": to_block,
-            "topics": [None, cid]})))
+        end = self.block_number() if to_block == "latest" else int(to_block)
+        logs = self._logs({"topics": [None, cid]}, from_block, end)
         out = [ev for ev in (self.decode_log(dict(lg)) for lg in logs) if ev is not None]
         out.sort(key=lambda e: (e.meta.block_number, e.meta.log_index))
         return out

@@ -177,6 +177,21 @@ def test_get_logs_result_cap_is_split_and_filtered_by_payee(
            filtered_queries=proxy.log_queries, mirrored=len(ours))
 
 
+def test_channel_history_splits_refused_ranges(
+    make_client: MakeClient, accounts: Accounts, deployment: Deployment, proxy: CappedProxy,
+) -> None:
+    payer = make_client(accounts.payer)
+    cid = payer.open(accounts.payee.address, 1000, challenge_period=PERIOD,
+                     salt=os.urandom(32))[0]
+    for _ in range(4):
+        payer.top_up(cid, 10)
+    history = _client_on(proxy.url, deployment).channel_history(cid)
+    assert [type(e).__name__ for e in history] == ["ChannelOpened"] + ["ChannelToppedUp"] * 4
+    assert proxy.refused > 0
+    record("node-trust/channel-history-cap", cap=proxy.cap, events=len(history),
+           refused=proxy.refused)
+
+
 def test_following_error_does_not_stop_defence(
     make_client: MakeClient, accounts: Accounts, deployment: Deployment, proxy: CappedProxy,
     tmp_path: Path,
