@@ -304,7 +304,7 @@ def test_reorg_resumes_after_the_common_ancestor(
     # The last 3 blocks changed; the block before them is the common ancestor.
     assert result.from_block == head - 2
     record("node-trust/common-ancestor", reorg_depth=3, resumed_from=result.from_block,
-           fixed_rewind_would_be=head - 64)
+           fixed_rewind_would_be=max(0, head - 64))
 
 
 def test_a_reorg_while_following_cannot_hide_a_close(
