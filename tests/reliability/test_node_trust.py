@@ -217,6 +217,31 @@ def test_following_error_does_not_stop_defence(
     record("node-trust/follow-error-still-defends", refused=proxy.refused, defended=True)
 
 
+def test_a_long_catch_up_does_not_delay_defence(
+    make_client: MakeClient, accounts: Accounts, deployment: Deployment, w3: Web3,
+    tmp_path: Path,
+) -> None:
+    payer = make_client(accounts.payer)
+    cid = payer.open(accounts.payee.address, DEPOSIT, challenge_period=PERIOD,
+                     salt=os.urandom(32))[0]
+    store = _store(tmp_path)
+    service = _service(store, accounts, deployment, make_client())
+    _pay(service, accounts, deployment, cid, 7000)
+    watcher = Watcher(make_client(accounts.payee), store, frozenset({accounts.payee.address}),
+                      policy=ClaimPolicy(default_threshold=10**30), max_range=5, max_chunks=2)
+    while watcher.poll_once().to_block != w3.eth.block_number:
+        pass  # caught up
+    mine(w3, 60)  # the watcher was away for 60 blocks
+    payer.start_close(cid)
+    result = watcher.poll_once()
+    assert result.to_block is not None and result.to_block < w3.eth.block_number - 40
+    (defence,) = result.sent  # in the same poll, before the catch-up reached the close
+    assert defence.ok, defence.error
+    assert payer.get_channel(cid).claimed == 7000
+    record("node-trust/catch-up-bounded", blocks_behind=61, followed_this_poll=10,
+           defended_same_poll=True)
+
+
 def test_following_starts_at_the_deployment_block(
     *, make_client: MakeClient, accounts: Accounts, w3: Web3, chain_snapshot: None,
     tmp_path: Path, proxy: CappedProxy,
