@@ -311,13 +311,20 @@ _TOO_LARGE = (
 )
 
 
+# ... and what they answer when it is the caller's quota instead (same -32005 on Infura).
+_NOT_SIZE = ("rate limit", "rate-limit", "too many requests", "request rate", "daily request",
+             "credits", "capacity")
+
+
 def is_too_large(exc: BaseException) -> bool:
     """Did the node refuse an ``eth_getLogs`` because of its size (so a smaller one may pass)?"""
     response = getattr(exc, "rpc_response", None)
     error = response.get("error") if isinstance(response, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
-    text = str(error.get("message", "")) if isinstance(error, dict) else str(exc)
-    return code == -32005 or any(part in text.lower() for part in _TOO_LARGE)
+    text = (str(error.get("message", "")) if isinstance(error, dict) else str(exc)).lower()
+    if any(part in text for part in _NOT_SIZE):
+        return False
+    return code == -32005 or any(part in text for part in _TOO_LARGE)
 
 
 def _address_topic(address: str) -> str:

@@ -39,7 +39,7 @@ from api.main import ChainChannelSource, Overrides, _build
 from channel.chain import ChainClient, connect, find_artifact, load_artifact
 from channel.config import Settings
 from channel.devnet import Supervisor, find_anvil
-from channel.errors import ConfigError, ExceedsDeposit
+from channel.errors import ChainError, ConfigError, ExceedsDeposit
 from channel.messages import Voucher
 from channel.payee import PayeeService
 from channel.signing import Signer
@@ -64,6 +64,8 @@ class CappedProxy:
         self.upstream = upstream
         self.cap = cap
         self.refuse_all_logs = False
+        self.message = ("query returned more than 10000 results. Try with this block range "
+                        "[0x0, 0x1].")
         self.refused = 0
         self.log_queries = 0
         self.requests = 0
@@ -82,10 +84,7 @@ class CappedProxy:
                     if proxy.refuse_all_logs or count > proxy.cap:
                         proxy.refused += 1
                         answer = {"jsonrpc": "2.0", "id": request.get("id"), "error": {
-                            "code": -32005,
-                            "message": "query returned more than 10000 results. Try with "
-                                       "this block range [0x0, 0x1].",
-                        }}
+                            "code": -32005, "message": proxy.message}}
                 data = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -190,6 +189,22 @@ def test_channel_history_splits_refused_ranges(
     assert proxy.refused > 0
     record("node-trust/channel-history-cap", cap=proxy.cap, events=len(history),
            refused=proxy.refused)
+
+
+def test_a_rate_limit_is_not_mistaken_for_a_size_limit(
+    anvil_node: Node, deployment: Deployment, chain_snapshot: None,
+) -> None:
+    """Infura answers a quota with the same -32005 code: halving would only spend more of it."""
+    rate_limited = CappedProxy(anvil_node.url, cap=0)
+    try:
+        rate_limited.refuse_all_logs = True
+        rate_limited.message = "daily request count exceeded, request rate limited"
+        with pytest.raises(ChainError, match="rate limited"):
+            _client_on(rate_limited.url, deployment).get_events(0, 5_000)
+        assert rate_limited.log_queries == 1
+    finally:
+        rate_limited.close()
+    record("node-trust/getlogs-rate-limit", range_blocks=5001, queries=1)
 
 
 def test_following_error_does_not_stop_defence(
