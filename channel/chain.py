@@ -318,13 +318,20 @@ _TOO_LARGE = (
 )
 
 
+# ... and what they answer when it is the caller's quota instead (same -32005 on Infura).
+_NOT_SIZE = ("rate limit", "rate-limit", "too many requests", "request rate", "daily request",
+             "credits", "capacity")
+
+
 def is_too_large(exc: BaseException) -> bool:
     """Did the node refuse an ``eth_getLogs`` because of its size (so a smaller one may pass)?"""
     response = getattr(exc, "rpc_response", None)
     error = response.get("error") if isinstance(response, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
-    text = str(error.get("message", "")) if isinstance(error, dict) else str(exc)
-    return code == -32005 or any(part in text.lower() for part in _TOO_LARGE)
+    text = (str(error.get("message", "")) if isinstance(error, dict) else str(exc)).lower()
+    if any(part in text for part in _NOT_SIZE):
+        return False
+    return code == -32005 or any(part in text for part in _TOO_LARGE)
 
 
 def _address_topic(address: str) -> str:
@@ -1193,11 +1200,12 @@ class ChainClient:
     def channel_history(
         self, channel_id: bytes, from_block: int = 0, to_block: int | str = "latest"
     ) -> list[ChannelEvent]:
-        """Every event of one channel (its id is the first indexed topic of each), in order."""
+        """Every event of one channel (its id is the first indexed topic of each), in order.
+
+        Ranges the node refuses as too large are split like :meth:`get_events`' are."""
         cid = "0x" + _bytes32(channel_id, "channel id").hex()
-        logs = self._call("eth_getLogs", lambda: self.w3.eth.get_logs(cast(Any, {
-            "address": _address(self.address), "fromBlock": from_block, "toBlock": to_block,
-            "topics": [None, cid]})))
+        end = self.block_number() if to_block == "latest" else int(to_block)
+        logs = self._logs({"topics": [None, cid]}, from_block, end)
         out = [ev for ev in (self.decode_log(dict(lg)) for lg in logs) if ev is not None]
         out.sort(key=lambda e: (e.meta.block_number, e.meta.log_index))
         return out

@@ -168,6 +168,8 @@ class Watcher:
     """First block to follow without a cursor; None: the contract's deployment block, found
     once with ``eth_getCode`` (0 when the node cannot tell)."""
     max_range: int = 2_000
+    max_chunks: int = 10
+    """``max_range`` chunks followed per poll at most: a long catch-up never delays acting."""
     rewind_depth: int = 64
     checkpoints: int = 32
     """Recent (block, hash) pairs kept besides the cursor, to find the common ancestor of a
@@ -249,10 +251,20 @@ class Watcher:
             head = self.chain.block_number()
             safe = head - self.confirmations + 1
             start = first
-            while start <= safe:
+            for _chunk in range(self.max_chunks):
+                if start > safe:
+                    break
                 end = min(safe, start + self.max_range - 1)
                 events.extend(self._follow(start, end))
                 start = end + 1
+            if start <= safe:
+                # A long catch-up (after downtime) continues next poll; meanwhile our live
+                # channels are read at the head, so a close among them is defended now.
+                self._say(f"following lags: at block {start - 1} of {safe}; re-reading "
+                          "live channels at the head")
+                self._refresh_live(safe)
+                sent = self._act(start - 1)
+                return PollResult(True, first, start - 1, tuple(events), reorg, tuple(sent))
         except ChainError as exc:
             if isinstance(exc, ContractRevert):  # pragma: no cover - reads do not revert
                 raise

@@ -304,7 +304,9 @@ def service(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> I
         contract, stablecoin = deployed.stdout.split()
         port = free_port()
         env = _clean_env(PIECEWORK_RPC_URL=node.url, PIECEWORK_CONTRACT_ADDRESS=contract,
-                         PIECEWORK_PRIVATE_KEY=ANVIL_KEYS[2], PIECEWORK_OPERATOR_TOKEN=TOKEN)
+                         PIECEWORK_PRIVATE_KEY=ANVIL_KEYS[2], PIECEWORK_OPERATOR_TOKEN=TOKEN,
+                         # the payer test opens a 2 h channel; the default minimum is 24 h
+                         PIECEWORK_MIN_CHALLENGE_PERIOD="7200")
         server = subprocess.Popen(
             [str(installed.piecework), "serve", "--port", str(port)],
             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -349,6 +351,7 @@ def test_installed_cli_deploys_and_serves_from_an_empty_directory(service: Servi
         assert {k: health[k] for k in ("status", "database", "node")} == {
             "status": "ok", "database": "ok", "node": "ok"}
         assert health["mirror_lag_blocks"] >= 0 and health["wallet"]["low"] is False
+        assert health["head_age_seconds"] >= 0
         metrics = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert metrics.status_code == 200
         assert "piecework_payments_accepted_total" in metrics.text

@@ -70,6 +70,7 @@ def two_workers(
     env |= {"PIECEWORK_RPC_URL": anvil_node.url, "PIECEWORK_CONTRACT_ADDRESS": deployment.channels,
             "PIECEWORK_DATABASE_URL": channels[0], "PIECEWORK_PRIVATE_KEY": PAYEE_KEY,
             "PIECEWORK_OPERATOR_TOKEN": TOKEN, "TMPDIR": str(tmpdir),
+            "PIECEWORK_MIN_CHALLENGE_PERIOD": "7200",  # the channels above; default is 24 h
             # Inherited from the caller: serve must replace it with a fresh directory of its own.
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     proc = subprocess.Popen([str(PIECEWORK), "serve", "--workers", "2", "--port", str(port)],

@@ -39,7 +39,7 @@ from api.main import ChainChannelSource, Overrides, _build
 from channel.chain import ChainClient, connect, find_artifact, load_artifact
 from channel.config import Settings
 from channel.devnet import Supervisor, find_anvil
-from channel.errors import ConfigError, ExceedsDeposit
+from channel.errors import ChainError, ConfigError, ExceedsDeposit
 from channel.messages import Voucher
 from channel.payee import PayeeService
 from channel.signing import Signer
@@ -66,14 +66,18 @@ class CappedProxy:
         self.upstream = upstream
         self.cap = cap
         self.refuse_all_logs = False
+        self.message = ("query returned more than 10000 results. Try with this block range "
+                        "[0x0, 0x1].")
         self.refused = 0
         self.log_queries = 0
+        self.requests = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 request = json.loads(body)
+                proxy.requests += 1
                 answer = httpx.post(proxy.upstream, content=body,
                                     headers={"Content-Type": "application/json"}).json()
                 if request.get("method") == "eth_getLogs":
@@ -82,10 +86,7 @@ class CappedProxy:
                     if proxy.refuse_all_logs or count > proxy.cap:
                         proxy.refused += 1
                         answer = {"jsonrpc": "2.0", "id": request.get("id"), "error": {
-                            "code": -32005,
-                            "message": "query returned more than 10000 results. Try with "
-                                       "this block range [0x0, 0x1].",
-                        }}
+                            "code": -32005, "message": proxy.message}}
                 data = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -177,6 +178,37 @@ def test_get_logs_result_cap_is_split_and_filtered_by_payee(
            filtered_queries=proxy.log_queries, mirrored=len(ours))
 
 
+def test_channel_history_splits_refused_ranges(
+    make_client: MakeClient, accounts: Accounts, deployment: Deployment, proxy: CappedProxy,
+) -> None:
+    payer = make_client(accounts.payer)
+    cid = payer.open(accounts.payee.address, 1000, challenge_period=PERIOD,
+                     salt=os.urandom(32))[0]
+    for _ in range(4):
+        payer.top_up(cid, 10)
+    history = _client_on(proxy.url, deployment).channel_history(cid)
+    assert [type(e).__name__ for e in history] == ["ChannelOpened"] + ["ChannelToppedUp"] * 4
+    assert proxy.refused > 0
+    record("node-trust/channel-history-cap", cap=proxy.cap, events=len(history),
+           refused=proxy.refused)
+
+
+def test_a_rate_limit_is_not_mistaken_for_a_size_limit(
+    anvil_node: Node, deployment: Deployment, chain_snapshot: None,
+) -> None:
+    """Infura answers a quota with the same -32005 code: halving would only spend more of it."""
+    rate_limited = CappedProxy(anvil_node.url, cap=0)
+    try:
+        rate_limited.refuse_all_logs = True
+        rate_limited.message = "daily request count exceeded, request rate limited"
+        with pytest.raises(ChainError, match="rate limited"):
+            _client_on(rate_limited.url, deployment).get_events(0, 5_000)
+        assert rate_limited.log_queries == 1
+    finally:
+        rate_limited.close()
+    record("node-trust/getlogs-rate-limit", range_blocks=5001, queries=1)
+
+
 def test_following_error_does_not_stop_defence(
     make_client: MakeClient, accounts: Accounts, deployment: Deployment, proxy: CappedProxy,
     tmp_path: Path,
@@ -200,6 +232,31 @@ def test_following_error_does_not_stop_defence(
     assert defence.ok, defence.error
     assert payer.get_channel(cid).claimed == EARNED
     record("node-trust/follow-error-still-defends", refused=proxy.refused, defended=True)
+
+
+def test_a_long_catch_up_does_not_delay_defence(
+    make_client: MakeClient, accounts: Accounts, deployment: Deployment, w3: Web3,
+    tmp_path: Path,
+) -> None:
+    payer = make_client(accounts.payer)
+    cid = payer.open(accounts.payee.address, DEPOSIT, challenge_period=PERIOD,
+                     salt=os.urandom(32))[0]
+    store = _store(tmp_path)
+    service = _service(store, accounts, deployment, make_client())
+    _pay(service, accounts, deployment, cid, 7000)
+    watcher = Watcher(make_client(accounts.payee), store, frozenset({accounts.payee.address}),
+                      policy=ClaimPolicy(default_threshold=10**30), max_range=5, max_chunks=2)
+    while watcher.poll_once().to_block != w3.eth.block_number:
+        pass  # caught up
+    mine(w3, 60)  # the watcher was away for 60 blocks
+    payer.start_close(cid)
+    result = watcher.poll_once()
+    assert result.to_block is not None and result.to_block < w3.eth.block_number - 40
+    (defence,) = result.sent  # in the same poll, before the catch-up reached the close
+    assert defence.ok, defence.error
+    assert payer.get_channel(cid).claimed == 7000
+    record("node-trust/catch-up-bounded", blocks_behind=61, followed_this_poll=10,
+           defended_same_poll=True)
 
 
 def test_following_starts_at_the_deployment_block(
@@ -289,7 +346,7 @@ def test_reorg_resumes_after_the_common_ancestor(
     # The last 3 blocks changed; the block before them is the common ancestor.
     assert result.from_block == head - 2
     record("node-trust/common-ancestor", reorg_depth=3, resumed_from=result.from_block,
-           fixed_rewind_would_be=head - 64)
+           fixed_rewind_would_be=max(0, head - 64))
 
 
 def test_a_reorg_while_following_cannot_hide_a_close(
@@ -377,6 +434,27 @@ def test_start_refuses_a_chain_id_or_contract_mismatch(
     assert runtime.domain.chain_id == CHAIN_ID
     runtime.engine.dispose()
     record("node-trust/chain-id-mismatch", refused=len(refused), accepted_right_one=True)
+
+
+def test_the_watcher_follows_through_its_own_endpoint(
+    anvil_node: Node, deployment: Deployment, proxy: CappedProxy, tmp_path: Path,
+    chain_snapshot: None,
+) -> None:
+    settings = _settings(anvil_node.url, deployment.channels, tmp_path, chain_id=CHAIN_ID,
+                         watcher_rpc_url=proxy.url)
+    runtime, elector = _build(settings, Overrides())
+    assert elector is not None
+    watcher = elector._lead.__self__  # type: ignore[attr-defined]  # the bound Watcher.run
+    assert isinstance(watcher, Watcher)
+    assert watcher.chain.url == proxy.url
+    before = proxy.log_queries
+    watcher.poll_once()
+    assert proxy.log_queries > before  # following went to the watcher's endpoint
+    seen = proxy.requests
+    runtime.node_check()  # the service's own reads stay on PIECEWORK_RPC_URL
+    assert proxy.requests == seen
+    runtime.engine.dispose()
+    record("node-trust/watcher-endpoint", watcher_log_queries=proxy.log_queries - before)
 
 
 def test_healthz_and_metrics_report_head_age_and_lag(

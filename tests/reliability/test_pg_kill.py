@@ -56,7 +56,10 @@ def _pg_bin() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
-    pytest.skip("initdb not installed: no private PostgreSQL cluster possible")
+    message = "initdb not installed: no private PostgreSQL cluster possible"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)  # CI machines have PostgreSQL: a skip there would hide a gap
+    pytest.skip(message)
 
 
 def _alive(pid: int) -> bool:
