@@ -865,14 +865,17 @@ def build_watcher(
     payees: Iterable[str] | None = None,
     policy: ClaimPolicy | None = None,
     lock: Lock | None = None,
+    **options: Any,
 ) -> Watcher:
-    """A watcher on the payee store at ``database_url``, acting for the chain client's account."""
+    """A watcher on the payee store at ``database_url``, acting for the chain client's account.
+
+    ``options``: further ``Watcher`` fields (``defence``, ``max_fee_per_gas``, ``bump_after``)."""
     store = _open_store(database_url)
     chosen = frozenset(payees) if payees is not None else (
         frozenset({chain.sender}) if chain.account is not None else None
     )
     return Watcher(chain, store, chosen, confirmations, policy or ClaimPolicy(),
-                   lock or NoLock())
+                   lock or NoLock(), **options)
 
 
 def latest_voucher(database_url: str, channel_id: bytes) -> tuple[int, bytes]:
