@@ -362,7 +362,11 @@ class Watcher:
             if ch.voucher_signature is None or not self._ours(ch.payee):
                 continue
             amount = payable(ch)
-            if amount <= 0 or self._inflight.get(ch.channel_id, -1) >= ch.accepted:
+            if amount <= 0:
+                continue
+            if self._inflight.get(ch.channel_id, -1) >= ch.accepted:
+                if ch.status is ChannelStatus.CLOSING:
+                    self._promote(ch)
                 continue
             if self._already_sent(ch, safe_block):
                 continue
@@ -412,6 +416,19 @@ class Watcher:
                 self._submit("claim" if len(chunk) == 1 else "claimMany", chunk, now, pending,
                              early, urgent=False)
         return pending, early
+
+    def _promote(self, ch: PayeeChannelState) -> None:
+        """A routine claim still pending for a channel that is now closing is its defence:
+        give it the channel's deadline, so its fees may rise to the defence's cap."""
+        for item in self._sender().pending:
+            tag = item.tag
+            if isinstance(tag, _Tag) and ch.channel_id in tag.ids and (
+                    item.deadline is None or item.deadline > ch.closes_at):
+                item.deadline = ch.closes_at
+                item.window = ch.challenge_period
+                item.capped = False  # its cap rose: a new alert if even that is not enough
+                self._say(f"pending {tag.kind} nonce {item.nonce} now defends "
+                          f"0x{ch.channel_id.hex()} (closing by {ch.closes_at})")
 
     def _already_sent(self, ch: PayeeChannelState, safe_block: int) -> bool:
         attempt = self._attempted.get(ch.channel_id)

@@ -469,6 +469,51 @@ def test_fee_cap_holds_during_a_spike_and_raises_an_alert(
            alerts=w.alert_counts.get("fee_cap", 0), blocks_until_mined=polls)
 
 
+def test_a_routine_claim_stuck_under_its_cap_becomes_the_defence_when_the_channel_closes(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    """Routine claims may spend a quarter of the cap; the payer spikes the base fee above
+    that, then starts closing. The pending claim (same nonce) is promoted to a defence and
+    its fees may rise to the defence's cap."""
+    payee = payee_side(chain, tmp_path)
+    (a,) = open_many(chain, [10**18])
+    accept(payee, a, 2 * 10**17)
+    w = watcher(chain, payee, policy=ClaimPolicy(default_threshold=1), bump_after=0.1,
+                max_fee_per_gas=400 * GWEI,
+                defence=DefencePolicy(act_wait=0.0, withdraw_interval=3600.0))
+    rpc(chain.w3, "evm_setAutomine", False)
+    w.poll_once()
+    assert w.sender is not None
+    (item,) = w.sender.pending
+    rpc(chain.w3, "anvil_setNextBlockBaseFeePerGas", hex(150 * GWEI))
+    rpc(chain.w3, "evm_mine")
+    for _ in range(4):
+        time.sleep(0.12)
+        w.poll_once()
+    reader = chain.client()
+    assert reader.get_channel(a).claimed == 0 and item.max_fee <= 100 * GWEI
+    assert w.alert_counts.get("fee_cap", 0) >= 1
+    payer = chain.client(PAYER_KEY)
+    close = payer.tx_data("startClose", a)
+    close.update(gas=100_000, maxFeePerGas=2000 * GWEI, maxPriorityFeePerGas=2 * GWEI)
+    payer.broadcast("startClose", close)
+    rpc(chain.w3, "evm_mine")
+    rpc(chain.w3, "evm_increaseTime", 50)  # 70 of 120 s left: the defence cap is 350 gwei
+    polls = 0
+    while reader.get_channel(a).claimed == 0 and polls < 10:
+        rpc(chain.w3, "evm_mine")
+        time.sleep(0.12)
+        w.poll_once()
+        polls += 1
+    ch = reader.get_channel(a)
+    assert ch.status is ChannelStatus.CLOSING and ch.claimed == 2 * 10**17
+    assert item.deadline == ch.closes_at and item.max_fee > 150 * GWEI * 7 // 8
+    assert [r["kind"] for r in payee.store.transactions()] == ["claim"]  # one nonce, one row
+    record("watchtower/5-routine-promoted", spike_gwei=150, routine_cap_gwei=100,
+           final_max_fee_gwei=item.max_fee // GWEI, replacements=item.replacements,
+           polls_after_close=polls)
+
+
 # --- 3: gas cap, worth-its-gas rule, wallet -------------------------------------------------
 
 
