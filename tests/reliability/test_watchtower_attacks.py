@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 from piecework_testnode import (
@@ -41,7 +42,7 @@ from piecework_testnode import (
     start_anvil,
     stop_process,
 )
-from reliability_harness import LONG, record
+from reliability_harness import AUTH, LONG, PayClient, Service, hx, record, service_env
 from web3 import Web3
 
 from api.leader import FileLock, LeaderElector, nonce_lock
@@ -655,6 +656,48 @@ def test_two_workers_signing_with_one_key_never_pick_the_same_nonce(
     reader = chain.client()
     assert all(reader.get_channel(c).claimed == 10**17 for c in ids)
     record("watchtower/10-two-workers-one-key", workers=2, claims=len(ids), collisions=0)
+
+
+def test_operator_claims_answered_by_two_worker_processes_never_share_a_nonce(
+    chain: Chain, snap: None, make_service: Callable[..., Service], pg_sqlalchemy_url: str,
+) -> None:
+    """``piecework serve --workers 2`` on PostgreSQL: concurrent ``POST /claim`` requests (the
+    kernel spreads them over both workers, one of which also runs the watcher) all succeed with
+    distinct nonces while blocks come every second."""
+    ids = open_many(chain, [10**18] * 8, period=3600)
+    service = make_service(service_env(chain.node.url, chain.channels, pg_sqlalchemy_url),
+                           workers=2)
+    service.start()
+    payee_address = Account.from_key(PAYEE_KEY).address
+    client = PayClient(service.url, Domain(CHAIN_ID, chain.channels), PAYER_KEY, payee_address)
+    try:
+        for cid in ids:
+            response = client.pay(cid, "t", 10**17, 10**17)
+            assert response.status_code == 201, response.text
+        rpc(chain.w3, "evm_setAutomine", False)
+        rpc(chain.w3, "evm_setIntervalMining", 1)
+        answers: list[tuple[int, str]] = []
+
+        def claim(cid: bytes) -> None:
+            r = httpx.post(f"{service.url}/v1/channels/{hx(cid)}/claim", headers=AUTH,
+                           timeout=120)
+            answers.append((r.status_code, r.text))
+
+        threads = [threading.Thread(target=claim, args=(cid,)) for cid in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(150)
+    finally:
+        client.close()
+    assert [code for code, _ in answers] == [200] * len(ids), answers
+    hashes = [json.loads(text)["tx_hash"] for _, text in answers]
+    nonces = {int(chain.w3.eth.get_transaction(h)["nonce"]) for h in hashes}
+    assert len(nonces) == len(ids)
+    reader = chain.client()
+    assert all(reader.get_channel(c).claimed == 10**17 for c in ids)
+    record("watchtower/10-two-worker-processes", workers=2, claims=len(ids), distinct_nonces=
+           len(nonces), errors=0)
 
 
 # --- 11: deferred payouts ----------------------------------------------------------------------
