@@ -344,6 +344,9 @@ def test_dust_storm_with_base_fee_spike_valuable_channel_paid_before_closes_at(
                       for r in on_dust if r["tx_hash"])
     status = w.status()
     assert gas_on_dust == 0 and status.dust_skipped == dust_count
+    shown = json.loads(json.dumps(status.to_json()))  # what GET /v1/watchtower can serve
+    assert shown["defences"][0]["state"] == "mined" and shown["dust_skipped"] == dust_count
+    assert {c["state"] for c in shown["closing"]} == {"dust", "defended"}
     assert spiked, "the spike never happened: the watcher did not defend"
     record("watchtower/2-dust-storm", dust=dust_count, period=period,
            seconds_before_closes_at=closes_at - paid_at,
