@@ -330,6 +330,8 @@ class Watcher:
     # pending is carried to the next poll and reported when it ends.
 
     def _act(self, safe_block: int) -> list[SentTx]:
+        if self.chain.account is None:
+            return []  # no key: a follower that only mirrors the chain
         finished: list[SentTx] = []
         rounds = 0
         submitted: list[Pending] = []
