@@ -487,8 +487,10 @@ class Watcher:
         except ChainError as exc:
             early.append(self._failed(kind, batch, "failed", exc, urgent=urgent))
             return
+        # closeByPayee also refunds the payer: one more payout than the claims' runs.
+        payouts = batch_runs(batch) + (1 if kind == "closeByPayee" else 0)
         gas = (estimate + estimate * self.defence.margin_percent // 100
-               + self.defence.payout_gas * batch_runs(batch))
+               + self.defence.payout_gas * payouts)
         if gas > self.defence.max_gas and len(batch) > 1:
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
