@@ -59,8 +59,9 @@ class DefencePolicy:
     """Most entries in one ``claimMany``."""
     max_gas: int = 3_000_000
     """Gas limit cap of one transaction (also the sender's)."""
-    act_wait: float = 10.0
-    """Seconds one poll waits for its transactions (bumping fees) before moving on."""
+    act_wait: float = 3.0
+    """Seconds one poll waits for its new transactions (bumping fees) before it goes back to
+    following the chain; what is still pending is checked and bumped by every later poll."""
     wallet_min_balance: int = 5 * 10**16
     """Below this many wei in the hot wallet the watchtower raises a ``wallet_low`` alert."""
     withdraw_interval: float = 60.0
