@@ -10,15 +10,22 @@ One :meth:`Watcher.poll_once` does, deterministically:
    ``confirmations`` deep) name the channels that changed; each is re-read with ``getChannel``
    *at that block* and written to the store's mirror, so replaying a range never double-counts;
    the cursor (number + hash) is saved after each chunk, so a restart resumes from it;
-4. **defend** — a channel the payer started closing while we hold a voucher above ``claimed``
-   is claimed at once, well before ``closesAt`` (or closed with ``closeByPayee`` when we are
-   its payee and ``close_on_defend`` is set);
+4. **defend** — every channel the payer started closing while we hold a voucher above
+   ``claimed`` is claimed at once (or closed with ``closeByPayee`` when we are its payee and
+   ``close_on_defend`` is set): all of them in ``claimMany`` batches per token, most payable
+   first, sent together without waiting for each other (``channel.defence`` plans them; dust
+   worth less than ``fee_multiple`` times its gas is left alone);
 5. **collect** — routine claims are batched into ``claimMany`` when a channel's unclaimed amount
-   reaches the threshold or its oldest unclaimed voucher is older than ``max_age``.
+   reaches the threshold or its oldest unclaimed voucher is older than ``max_age``, and deferred
+   payouts (``owed``) are withdrawn.
 
-Every transaction is recorded in ``outgoing_transactions``. A reverted transaction is recorded,
-reported, and its channels re-read; the same voucher is not sent again by this process (no
-revert loop), only a newer voucher or changed chain state lets the channel be tried again.
+Every transaction goes through one ``channel.txsender.TxSender`` (the key's one nonce owner):
+gas is capped per transaction, a stuck one is replaced with the same nonce and fees raised by
+12.5 % or more up to a cap that rises as its deadline nears, a dropped one is sent again. Every
+transaction is recorded in ``outgoing_transactions``. A batch that reverts marks nobody: each of
+its channels is replayed alone (``eth_call`` with the batch's fees) and the one that fails is
+left out of the retry. A channel whose own transaction reverted is not sent again with the same
+voucher (no revert loop), except once as a defence if it failed before its close began.
 """
 
 from __future__ import annotations
