@@ -585,6 +585,19 @@ def test_low_hot_wallet_is_reported_in_status_metrics_hook_and_healthz(
     with TestClient(create_app(settings, Overrides(start_watcher=False))) as client:
         body = client.get("/healthz").json()
     assert body["wallet"] == {"address": payee_address, "balance": str(10**16), "low": True}
+    # The service's own watcher (leader of one worker) raises the alert into /metrics.
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": "Bearer watchtower-test-token"}
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            text = client.get("/metrics", headers=auth).text
+            if 'piecework_watchtower_alerts_total{kind="wallet_low"}' in text:
+                break
+            time.sleep(0.2)
+    assert 'piecework_watchtower_alerts_total{kind="wallet_low"}' in text, text[-2000:]
+    assert "piecework_wallet_low 1.0" in text
+    assert f"piecework_wallet_balance_wei {float(10**16)}" in text
     record("watchtower/3-wallet-low", balance=10**16, minimum=5 * 10**16, alerts=1,
            healthz_low=True)
 
