@@ -516,17 +516,32 @@ def watch(
     claim_max_age: int,
 ) -> None:
     """Run the watchtower: follow events, claim before deadlines, batch routine claims."""
+    from pydantic import ValidationError
+
     from api.leader import lock_for_database
+    from channel.config import Settings
+    from channel.defence import DefencePolicy
     from channel.messages import MAX_UINT256
     from channel.watcher import ClaimPolicy, build_watcher
 
     database = cfg.database()
     policy = ClaimPolicy(default_threshold=claim_threshold or MAX_UINT256 + 1,
                          max_age=float(claim_max_age or "inf"))
+    try:  # the watchtower's spending limits: the same PIECEWORK_* settings as the service's
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "PIECEWORK_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        raise ConfigError(f"{name}: {first['msg']}") from None
     # The same leadership lock as the api's watcher: never two watchers acting at once.
-    watcher = build_watcher(cfg.client(), database, confirmations=cfg.confirmations,
-                            payees=payees or None, policy=policy,
-                            lock=lock_for_database(database))
+    watcher = build_watcher(
+        cfg.client(), database, confirmations=cfg.confirmations, payees=payees or None,
+        policy=policy, lock=lock_for_database(database),
+        defence=DefencePolicy(fee_multiple=settings.claim_fee_multiple,
+                              max_gas=settings.max_gas_per_tx,
+                              wallet_min_balance=settings.wallet_min_balance,
+                              withdraw_interval=settings.withdraw_interval_seconds),
+        max_fee_per_gas=settings.max_fee_gwei * 10**9, bump_after=settings.fee_bump_seconds)
     watcher.report = err_console.print
     stop = threading.Event()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from channel.state import PayeeChannelState
 
@@ -58,8 +59,9 @@ class DefencePolicy:
     """Most entries in one ``claimMany``."""
     max_gas: int = 3_000_000
     """Gas limit cap of one transaction (also the sender's)."""
-    act_wait: float = 10.0
-    """Seconds one poll waits for its transactions (bumping fees) before moving on."""
+    act_wait: float = 3.0
+    """Seconds one poll waits for its new transactions (bumping fees) before it goes back to
+    following the chain; what is still pending is checked and bumped by every later poll."""
     wallet_min_balance: int = 5 * 10**16
     """Below this many wei in the hot wallet the watchtower raises a ``wallet_low`` alert."""
     withdraw_interval: float = 60.0
@@ -187,3 +189,24 @@ class WatchtowerStatus:
     alert_counts: dict[str, int]
     replacements: int
     dust_skipped: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (amounts, fees and balances as decimal strings: wei exceed 2^53)."""
+        return {
+            "closing": [{"channel_id": c.channel_id, "closes_at": c.closes_at,
+                         "payable": str(c.payable), "token": c.token, "state": c.state}
+                        for c in self.closing],
+            "defences": [{"kind": d.kind, "channel_ids": list(d.channel_ids),
+                          "tx_hash": d.tx_hash, "nonce": d.nonce,
+                          "max_fee_per_gas": str(d.max_fee_per_gas),
+                          "max_priority_fee_per_gas": str(d.max_priority_fee_per_gas),
+                          "gas": d.gas, "replacements": d.replacements, "state": d.state,
+                          "deadline": d.deadline} for d in self.defences],
+            "wallet": None if self.wallet is None else {
+                "address": self.wallet.address, "balance": str(self.wallet.balance),
+                "min_balance": str(self.wallet.min_balance), "low": self.wallet.low},
+            "alerts": [{"kind": a.kind, "message": a.message, "at": a.at} for a in self.alerts],
+            "alert_counts": dict(self.alert_counts),
+            "replacements": self.replacements,
+            "dust_skipped": self.dust_skipped,
+        }

@@ -244,6 +244,10 @@ class TxSender:
         new_tip = max(bumped(item.tip), tip)
         new_max = max(bumped(item.max_fee), 2 * base + new_tip)
         new_max = min(new_max, cap)
+        if new_max <= base and not item.capped:
+            item.capped = True
+            self._alert("fee_cap", f"{item.what} nonce {item.nonce}: the base fee {base} is "
+                        f"above its fee cap {cap}; it waits at the cap")
         if new_max < bumped(item.max_fee):
             if not item.capped:
                 item.capped = True

@@ -10,15 +10,22 @@ One :meth:`Watcher.poll_once` does, deterministically:
    ``confirmations`` deep) name the channels that changed; each is re-read with ``getChannel``
    *at that block* and written to the store's mirror, so replaying a range never double-counts;
    the cursor (number + hash) is saved after each chunk, so a restart resumes from it;
-4. **defend** — a channel the payer started closing while we hold a voucher above ``claimed``
-   is claimed at once, well before ``closesAt`` (or closed with ``closeByPayee`` when we are
-   its payee and ``close_on_defend`` is set);
+4. **defend** — every channel the payer started closing while we hold a voucher above
+   ``claimed`` is claimed at once (or closed with ``closeByPayee`` when we are its payee and
+   ``close_on_defend`` is set): all of them in ``claimMany`` batches per token, most payable
+   first, sent together without waiting for each other (``channel.defence`` plans them; dust
+   worth less than ``fee_multiple`` times its gas is left alone);
 5. **collect** — routine claims are batched into ``claimMany`` when a channel's unclaimed amount
-   reaches the threshold or its oldest unclaimed voucher is older than ``max_age``.
+   reaches the threshold or its oldest unclaimed voucher is older than ``max_age``, and deferred
+   payouts (``owed``) are withdrawn.
 
-Every transaction is recorded in ``outgoing_transactions``. A reverted transaction is recorded,
-reported, and its channels re-read; the same voucher is not sent again by this process (no
-revert loop), only a newer voucher or changed chain state lets the channel be tried again.
+Every transaction goes through one ``channel.txsender.TxSender`` (the key's one nonce owner):
+gas is capped per transaction, a stuck one is replaced with the same nonce and fees raised by
+12.5 % or more up to a cap that rises as its deadline nears, a dropped one is sent again. Every
+transaction is recorded in ``outgoing_transactions``. A batch that reverts marks nobody: each of
+its channels is replayed alone (``eth_call`` with the batch's fees) and the one that fails is
+left out of the retry. A channel whose own transaction reverted is not sent again with the same
+voucher (no revert loop), except once as a defence if it failed before its close began.
 """
 
 from __future__ import annotations
@@ -431,6 +438,8 @@ class Watcher:
     # pending is carried to the next poll and reported when it ends.
 
     def _act(self, safe_block: int) -> list[SentTx]:
+        if self.chain.account is None:
+            return []  # no key: a follower that only mirrors the chain
         finished: list[SentTx] = []
         rounds = 0
         submitted: list[Pending] = []
@@ -463,7 +472,11 @@ class Watcher:
             if ch.voucher_signature is None or not self._ours(ch.payee):
                 continue
             amount = payable(ch)
-            if amount <= 0 or self._inflight.get(ch.channel_id, -1) >= ch.accepted:
+            if amount <= 0:
+                continue
+            if self._inflight.get(ch.channel_id, -1) >= ch.accepted:
+                if ch.status is ChannelStatus.CLOSING:
+                    self._promote(ch)
                 continue
             if self._already_sent(ch, safe_block):
                 continue
@@ -513,6 +526,19 @@ class Watcher:
                 self._submit("claim" if len(chunk) == 1 else "claimMany", chunk, now, pending,
                              early, urgent=False)
         return pending, early
+
+    def _promote(self, ch: PayeeChannelState) -> None:
+        """A routine claim still pending for a channel that is now closing is its defence:
+        give it the channel's deadline, so its fees may rise to the defence's cap."""
+        for item in self._sender().pending:
+            tag = item.tag
+            if isinstance(tag, _Tag) and ch.channel_id in tag.ids and (
+                    item.deadline is None or item.deadline > ch.closes_at):
+                item.deadline = ch.closes_at
+                item.window = ch.challenge_period
+                item.capped = False  # its cap rose: a new alert if even that is not enough
+                self._say(f"pending {tag.kind} nonce {item.nonce} now defends "
+                          f"0x{ch.channel_id.hex()} (closing by {ch.closes_at})")
 
     def _already_sent(self, ch: PayeeChannelState, safe_block: int) -> bool:
         attempt = self._attempted.get(ch.channel_id)
@@ -569,8 +595,10 @@ class Watcher:
         except ChainError as exc:
             early.append(self._failed(kind, batch, "failed", exc, urgent=urgent))
             return
+        # closeByPayee also refunds the payer: one more payout than the claims' runs.
+        payouts = batch_runs(batch) + (1 if kind == "closeByPayee" else 0)
         gas = (estimate + estimate * self.defence.margin_percent // 100
-               + self.defence.payout_gas * batch_runs(batch))
+               + self.defence.payout_gas * payouts)
         if gas > self.defence.max_gas and len(batch) > 1:
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
@@ -966,14 +994,17 @@ def build_watcher(
     payees: Iterable[str] | None = None,
     policy: ClaimPolicy | None = None,
     lock: Lock | None = None,
+    **options: Any,
 ) -> Watcher:
-    """A watcher on the payee store at ``database_url``, acting for the chain client's account."""
+    """A watcher on the payee store at ``database_url``, acting for the chain client's account.
+
+    ``options``: further ``Watcher`` fields (``defence``, ``max_fee_per_gas``, ``bump_after``)."""
     store = _open_store(database_url)
     chosen = frozenset(payees) if payees is not None else (
         frozenset({chain.sender}) if chain.account is not None else None
     )
     return Watcher(chain, store, chosen, confirmations, policy or ClaimPolicy(),
-                   lock or NoLock())
+                   lock or NoLock(), **options)
 
 
 def latest_voucher(database_url: str, channel_id: bytes) -> tuple[int, bytes]:

@@ -347,11 +347,14 @@ def test_installed_cli_deploys_and_serves_from_an_empty_directory(service: Servi
         assert body["tokens"] == [{"address": "0x" + "0" * 40, "symbol": "ETH", "decimals": 18,
                                    "min_deposit": "0"}]
         assert isinstance(body["min_challenge_period"], int)
+        payee = Web3.to_checksum_address(_address(ANVIL_KEYS[2]))
         health = http.get("/healthz").json()
         assert {k: health[k] for k in ("status", "database", "node")} == {
             "status": "ok", "database": "ok", "node": "ok"}
-        assert health["mirror_lag_blocks"] >= 0 and health["wallet"]["low"] is False
-        assert health["head_age_seconds"] >= 0
+        assert health["mirror_lag_blocks"] >= 0 and health["head_age_seconds"] >= 0
+        assert health["wallet"] == {"address": payee, "balance": health["wallet"]["balance"],
+                                    "low": False}
+        assert int(health["wallet"]["balance"]) > 0
         metrics = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert metrics.status_code == 200
         assert "piecework_payments_accepted_total" in metrics.text

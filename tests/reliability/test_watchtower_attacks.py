@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 from piecework_testnode import (
@@ -41,7 +42,7 @@ from piecework_testnode import (
     start_anvil,
     stop_process,
 )
-from reliability_harness import LONG, record
+from reliability_harness import AUTH, LONG, PayClient, Service, hx, record, service_env
 from web3 import Web3
 
 from api.leader import FileLock, LeaderElector, nonce_lock
@@ -329,6 +330,15 @@ def test_dust_storm_with_base_fee_spike_valuable_channel_paid_before_closes_at(
         while reader.get_channel(valuable).claimed < value and time.monotonic() < deadline:
             time.sleep(0.25)
         paid_at = reader.timestamp()
+        # Let the watcher finish seeing the whole storm (on a loaded machine the valuable
+        # channel can be paid before every dust close has been followed).
+        def seen_all() -> bool:
+            status = w.status()
+            return status.dust_skipped == dust_count and any(
+                d.state == "mined" for d in status.defences)
+
+        while not seen_all() and time.monotonic() < deadline:
+            time.sleep(0.25)
     finally:
         stop.set()
         thread.join(30)
@@ -343,6 +353,10 @@ def test_dust_storm_with_base_fee_spike_valuable_channel_paid_before_closes_at(
                       for r in on_dust if r["tx_hash"])
     status = w.status()
     assert gas_on_dust == 0 and status.dust_skipped == dust_count
+    shown = json.loads(json.dumps(status.to_json()))  # what GET /v1/watchtower can serve
+    assert [d["state"] for d in shown["defences"]] == ["mined"]
+    assert shown["dust_skipped"] == dust_count
+    assert {c["state"] for c in shown["closing"]} == {"dust", "defended"}
     assert spiked, "the spike never happened: the watcher did not defend"
     record("watchtower/2-dust-storm", dust=dust_count, period=period,
            seconds_before_closes_at=closes_at - paid_at,
@@ -469,6 +483,51 @@ def test_fee_cap_holds_during_a_spike_and_raises_an_alert(
            alerts=w.alert_counts.get("fee_cap", 0), blocks_until_mined=polls)
 
 
+def test_a_routine_claim_stuck_under_its_cap_becomes_the_defence_when_the_channel_closes(
+    chain: Chain, snap: None, tmp_path: Path,
+) -> None:
+    """Routine claims may spend a quarter of the cap; the payer spikes the base fee above
+    that, then starts closing. The pending claim (same nonce) is promoted to a defence and
+    its fees may rise to the defence's cap."""
+    payee = payee_side(chain, tmp_path)
+    (a,) = open_many(chain, [10**18])
+    accept(payee, a, 2 * 10**17)
+    w = watcher(chain, payee, policy=ClaimPolicy(default_threshold=1), bump_after=0.1,
+                max_fee_per_gas=400 * GWEI,
+                defence=DefencePolicy(act_wait=0.0, withdraw_interval=3600.0))
+    rpc(chain.w3, "evm_setAutomine", False)
+    w.poll_once()
+    assert w.sender is not None
+    (item,) = w.sender.pending
+    rpc(chain.w3, "anvil_setNextBlockBaseFeePerGas", hex(150 * GWEI))
+    rpc(chain.w3, "evm_mine")
+    for _ in range(4):
+        time.sleep(0.12)
+        w.poll_once()
+    reader = chain.client()
+    assert reader.get_channel(a).claimed == 0 and item.max_fee <= 100 * GWEI
+    assert w.alert_counts.get("fee_cap", 0) >= 1
+    payer = chain.client(PAYER_KEY)
+    close = payer.tx_data("startClose", a)
+    close.update(gas=100_000, maxFeePerGas=2000 * GWEI, maxPriorityFeePerGas=2 * GWEI)
+    payer.broadcast("startClose", close)
+    rpc(chain.w3, "evm_mine")
+    rpc(chain.w3, "evm_increaseTime", 50)  # 70 of 120 s left: the defence cap is 350 gwei
+    polls = 0
+    while reader.get_channel(a).claimed == 0 and polls < 10:
+        rpc(chain.w3, "evm_mine")
+        time.sleep(0.12)
+        w.poll_once()
+        polls += 1
+    ch = reader.get_channel(a)
+    assert ch.status is ChannelStatus.CLOSING and ch.claimed == 2 * 10**17
+    assert item.deadline == ch.closes_at and item.max_fee > 150 * GWEI * 7 // 8
+    assert [r["kind"] for r in payee.store.transactions()] == ["claim"]  # one nonce, one row
+    record("watchtower/5-routine-promoted", spike_gwei=150, routine_cap_gwei=100,
+           final_max_fee_gwei=item.max_fee // GWEI, replacements=item.replacements,
+           polls_after_close=polls)
+
+
 # --- 3: gas cap, worth-its-gas rule, wallet -------------------------------------------------
 
 
@@ -526,6 +585,19 @@ def test_low_hot_wallet_is_reported_in_status_metrics_hook_and_healthz(
     with TestClient(create_app(settings, Overrides(start_watcher=False))) as client:
         body = client.get("/healthz").json()
     assert body["wallet"] == {"address": payee_address, "balance": str(10**16), "low": True}
+    # The service's own watcher (leader of one worker) raises the alert into /metrics.
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": "Bearer watchtower-test-token"}
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            text = client.get("/metrics", headers=auth).text
+            if 'piecework_watchtower_alerts_total{kind="wallet_low"}' in text:
+                break
+            time.sleep(0.2)
+    assert 'piecework_watchtower_alerts_total{kind="wallet_low"}' in text, text[-2000:]
+    assert "piecework_wallet_low 1.0" in text
+    assert f"piecework_wallet_balance_wei {float(10**16)}" in text
     record("watchtower/3-wallet-low", balance=10**16, minimum=5 * 10**16, alerts=1,
            healthz_low=True)
 
@@ -610,6 +682,48 @@ def test_two_workers_signing_with_one_key_never_pick_the_same_nonce(
     reader = chain.client()
     assert all(reader.get_channel(c).claimed == 10**17 for c in ids)
     record("watchtower/10-two-workers-one-key", workers=2, claims=len(ids), collisions=0)
+
+
+def test_operator_claims_answered_by_two_worker_processes_never_share_a_nonce(
+    chain: Chain, snap: None, make_service: Callable[..., Service], pg_sqlalchemy_url: str,
+) -> None:
+    """``piecework serve --workers 2`` on PostgreSQL: concurrent ``POST /claim`` requests (the
+    kernel spreads them over both workers, one of which also runs the watcher) all succeed with
+    distinct nonces while blocks come every second."""
+    ids = open_many(chain, [10**18] * 8, period=3600)
+    service = make_service(service_env(chain.node.url, chain.channels, pg_sqlalchemy_url),
+                           workers=2)
+    service.start()
+    payee_address = Account.from_key(PAYEE_KEY).address
+    client = PayClient(service.url, Domain(CHAIN_ID, chain.channels), PAYER_KEY, payee_address)
+    try:
+        for cid in ids:
+            response = client.pay(cid, "t", 10**17, 10**17)
+            assert response.status_code == 201, response.text
+        rpc(chain.w3, "evm_setAutomine", False)
+        rpc(chain.w3, "evm_setIntervalMining", 1)
+        answers: list[tuple[int, str]] = []
+
+        def claim(cid: bytes) -> None:
+            r = httpx.post(f"{service.url}/v1/channels/{hx(cid)}/claim", headers=AUTH,
+                           timeout=120)
+            answers.append((r.status_code, r.text))
+
+        threads = [threading.Thread(target=claim, args=(cid,)) for cid in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(150)
+    finally:
+        client.close()
+    assert [code for code, _ in answers] == [200] * len(ids), answers
+    hashes = [json.loads(text)["tx_hash"] for _, text in answers]
+    nonces = {int(chain.w3.eth.get_transaction(h)["nonce"]) for h in hashes}
+    assert len(nonces) == len(ids)
+    reader = chain.client()
+    assert all(reader.get_channel(c).claimed == 10**17 for c in ids)
+    record("watchtower/10-two-worker-processes", workers=2, claims=len(ids), distinct_nonces=
+           len(nonces), errors=0)
 
 
 # --- 11: deferred payouts ----------------------------------------------------------------------
