@@ -43,7 +43,7 @@ from _bench_chain import CHAIN_ID, DEV_KEYS, Devnet, start_devnet
 from channel.chain import Claim
 from channel.devnet import Supervisor, free_port
 from channel.messages import CloseConsent, CloseRequest, Domain, Receipt, Voucher, task_id_hash
-from channel.payer import Payer
+from channel.payer import Payer, keepalive_transport
 from channel.signing import Signer, recover
 
 REPO = Path(__file__).resolve().parent.parent
@@ -364,7 +364,9 @@ def section_e2e(res: Results, quick: bool, sup: Supervisor, net: Devnet, workdir
         phases["open"] = time.perf_counter() - t0
         t = time.perf_counter()
         path = f"/v1/channels/0x{channel_id.hex()}/payments"
-        with httpx.Client(base_url=url, timeout=30) as http:
+        # TCP_NODELAY, like Payer's own client (channel.payer.keepalive_transport): without
+        # it each POST's body waits for the delayed ACK of its headers.
+        with httpx.Client(base_url=url, timeout=30, transport=keepalive_transport()) as http:
             for i in range(1, tasks + 1):
                 task = f"e2e-{i}"
                 sig = signer.sign(domain, Voucher(channel_id, i * price))
