@@ -622,6 +622,25 @@ class _DriverSQL:
             f"WHERE channel_id={m} AND task_hash={m} AND status='requested'"
         )
 
+        # The payer's hot path (PayerStore.record_voucher).
+        self.raise_voucher = (
+            f"UPDATE payer_vouchers SET cumulative_amount={m}, payee={m}, signature={m}, "  # noqa: S608
+            f"updated_at={m} WHERE channel_id={m} AND cumulative_amount < {m}"
+        )
+        self.voucher_exists = f"SELECT 1 FROM payer_vouchers WHERE channel_id={m}"  # noqa: S608
+        self.insert_voucher = (
+            "INSERT INTO payer_vouchers (channel_id, payee, cumulative_amount, signature, "  # noqa: S608
+            f"updated_at) VALUES ({m}, {m}, {m}, {m}, {m})"
+        )
+        self.receipt_exists = (
+            f"SELECT 1 FROM payer_receipts WHERE channel_id={m} AND task_hash={m}"  # noqa: S608
+        )
+        self.insert_receipt = (
+            "INSERT INTO payer_receipts (channel_id, task_id, task_hash, amount, "  # noqa: S608
+            f"cumulative_amount, receipt_signature, created_at) VALUES ({m}, {m}, {m}, {m}, {m}, "
+            f"{m}, {m})"
+        )
+
     def u256(self, value: int) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UINT256:
             raise StoreError(f"not a uint256: {value!r}")
@@ -1218,6 +1237,7 @@ class PayerStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._sql = _DriverSQL(engine)
 
     def remember_voucher_signer(
         self, channel_id: bytes, address: str, keystore: str | None = None
@@ -1261,22 +1281,49 @@ class PayerStore:
             "signature": _hex(signature),
             "updated_at": time.time(),
         }
-        with self.engine.begin() as conn:
-            # The usual case first: the channel's row exists and this voucher is newer.
-            moved = conn.execute(_RAISE_VOUCHER, {
-                "cid": cid, "new": cumulative_amount, "new_payee": payee,
-                "new_signature": values["signature"], "now": values["updated_at"],
-            }).rowcount
-            if moved != 1:
-                row = conn.execute(
-                    sa.select(_payer_vouchers.c.cumulative_amount).where(
-                        _payer_vouchers.c.channel_id == cid
-                    )
-                ).first()
-                if row is None:
-                    conn.execute(_payer_vouchers.insert(), {"channel_id": cid, **values})
-            for receipt in receipts:
-                _insert_receipt(conn, receipt)
+        # At the DB-API level (see _DriverSQL): SQLAlchemy's statement handling cost more than
+        # the commit's fsync here. Committed (synchronous=FULL) before this returns.
+        sql = self._sql
+        amount = sql.u256(cumulative_amount)
+        try:
+            with sql.connection() as raw:
+                cur = raw.cursor()
+                try:
+                    if not sql.postgres:
+                        cur.execute("BEGIN IMMEDIATE")
+                    committed = False
+                    try:
+                        # The usual case first: the channel's row exists, this voucher is newer.
+                        cur.execute(sql.raise_voucher, (amount, payee, values["signature"],
+                                                        values["updated_at"], cid, amount))
+                        if cur.rowcount != 1:
+                            cur.execute(sql.voucher_exists, (cid,))
+                            if cur.fetchone() is None:
+                                cur.execute(sql.insert_voucher, (cid, payee, amount,
+                                                                 values["signature"],
+                                                                 values["updated_at"]))
+                        for r in receipts:
+                            th = _hex(r.task_hash)
+                            cur.execute(sql.receipt_exists, (_hex(r.channel_id), th))
+                            if cur.fetchone() is None:  # else the same receipt again
+                                cur.execute(sql.insert_receipt, (
+                                    _hex(r.channel_id), r.task_id, th, sql.u256(r.amount),
+                                    sql.u256(r.cumulative_amount), _hex(r.receipt_signature),
+                                    time.time()))
+                        if sql.postgres:
+                            raw.commit()
+                        else:
+                            cur.execute("COMMIT")
+                        committed = True
+                    finally:
+                        if not committed:
+                            _rollback(raw, cur, sql.postgres)
+                finally:
+                    cur.close()
+        except (sql.dbapi.Error, DBAPIError) as exc:
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise StoreError(f"could not record the voucher: {type(orig).__name__}",
+                             kind=type(orig).__name__) from exc
 
     def record_receipts(self, receipts: Sequence[StoredReceipt]) -> None:
         """Keep receipts (one transaction; idempotent per channel and task)."""
