@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ __all__ = [
     "RequestedTask",
     "ServiceError",
     "ServiceUnavailable",
+    "keepalive_transport",
     "new_voucher_signer",
     "open_payer_store",
     "problem_error",
@@ -130,6 +132,15 @@ class RequestedTask:
     description: str
     status: str
     requested_at: int
+
+
+def keepalive_transport() -> httpx.HTTPTransport:
+    """httpx's transport with TCP_NODELAY: httpx writes a request's headers and body in two
+    sends, and with Nagle's algorithm on the body then waits for the ACK of the headers, which
+    the server delays (delayed ACK): milliseconds per request on a keep-alive connection."""
+    return httpx.HTTPTransport(
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], retries=0
+    )
 
 
 def open_payer_store(database_url: str) -> PayerStore:
@@ -182,7 +193,7 @@ class Payer:
         self.chain = chain
         self.signer = signer
         self.store = store
-        self.http = http or httpx.Client(timeout=timeout)
+        self.http = http or httpx.Client(timeout=timeout, transport=keepalive_transport())
         self._domain: Domain | None = None
         self._channels: dict[bytes, OnchainChannel] = {}
         self._voucher_signers: dict[bytes, Signer] = {}

@@ -43,7 +43,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -307,6 +307,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # 64 MiB of page cache per connection (default 2 MiB): the payments' two indexes grow
+    # with every stored payment, and a batch inserts at random places in the unique
+    # (channel, task hash) one; pages not cached are read back from the OS on every batch.
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -449,6 +453,17 @@ def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
 
+def _rollback(raw: Any, cur: Any, postgres: bool) -> None:
+    """Roll a driver-level transaction back; a broken connection is the pool's to discard."""
+    try:
+        if postgres:
+            raw.rollback()
+        else:
+            cur.execute("ROLLBACK")
+    except Exception:  # noqa: S110 - the original error is the one to report
+        pass
+
+
 _channels = ChannelRow.__table__  # type: ignore[attr-defined]
 _payments = PaymentRow.__table__  # type: ignore[attr-defined]
 _cursor = ChainCursor.__table__  # type: ignore[attr-defined]
@@ -587,11 +602,125 @@ def _task_from_row(row: Any) -> StoredTask:
     )
 
 
+_CHANNEL_COLUMNS: Final = (
+    "channel_id", "payer", "payee", "token", "deposit", "claimed", "challenge_period",
+    "closes_at", "status", "accepted", "voucher_signature", "voucher_signer",
+    "consent_deadline", "revision",
+)
+_PAYMENT_COLUMNS: Final = (
+    "channel_id", "task_id", "task_hash", "amount", "cumulative_amount", "voucher_signature",
+    "receipt_signature", "created_at",
+)
+
+
+class _DriverSQL:
+    """The payment hot path's statements at the DB-API level (sqlite3 or psycopg), no
+    SQLAlchemy statement, compilation or result object per call: on a lone payment those cost
+    more than the SQL (measured: load_many 290 -> see the commit). Values are converted here
+    exactly as ``U256`` does (zero-padded TEXT on SQLite, NUMERIC on PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self.dbapi: Any = engine.dialect.dbapi
+        self.mark = "%s" if self.postgres else "?"
+        m = self.mark
+        # Only constant column names and placeholders are formatted into these statements.
+        self.cas_update = (
+            f"UPDATE channels SET accepted={m}, voucher_signature={m}, updated_at={m} "  # noqa: S608
+            f"WHERE channel_id={m} AND accepted={m} AND revision={m}"
+        )
+        self.insert_payment = (
+            f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join([m] * len(_PAYMENT_COLUMNS))})"
+        )
+        self.mark_task_paid = (
+            f"UPDATE tasks SET status='paid', paid_at={m} "  # noqa: S608
+            f"WHERE channel_id={m} AND task_hash={m} AND status='requested'"
+        )
+
+        # The payer's hot path (PayerStore.record_voucher).
+        self.raise_voucher = (
+            f"UPDATE payer_vouchers SET cumulative_amount={m}, payee={m}, signature={m}, "  # noqa: S608
+            f"updated_at={m} WHERE channel_id={m} AND cumulative_amount < {m}"
+        )
+        self.voucher_exists = f"SELECT 1 FROM payer_vouchers WHERE channel_id={m}"  # noqa: S608
+        self.insert_voucher = (
+            "INSERT INTO payer_vouchers (channel_id, payee, cumulative_amount, signature, "  # noqa: S608
+            f"updated_at) VALUES ({m}, {m}, {m}, {m}, {m})"
+        )
+        self.receipt_exists = (
+            f"SELECT 1 FROM payer_receipts WHERE channel_id={m} AND task_hash={m}"  # noqa: S608
+        )
+        self.insert_receipt = (
+            "INSERT INTO payer_receipts (channel_id, task_id, task_hash, amount, "  # noqa: S608
+            f"cumulative_amount, receipt_signature, created_at) VALUES ({m}, {m}, {m}, {m}, {m}, "
+            f"{m}, {m})"
+        )
+
+    def u256(self, value: int) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UINT256:
+            raise StoreError(f"not a uint256: {value!r}")
+        return value if self.postgres else str(value).zfill(_U256_DIGITS)
+
+    def marks(self, n: int) -> str:
+        return ", ".join([self.mark] * n)
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A pooled connection's driver connection; on SQLite the driver is in autocommit
+        mode (``isolation_level=None``), so transactions are begun by hand."""
+        with self.engine.connect() as conn:
+            yield conn.connection.driver_connection
+
+    def select_channels(self, cur: Any, cids: Sequence[str]) -> list[Any]:
+        cur.execute(
+            f"SELECT {', '.join(_CHANNEL_COLUMNS)} FROM channels "  # noqa: S608 - constants and placeholders only
+            f"WHERE channel_id IN ({self.marks(len(cids))})", cids)
+        return [_ChannelTuple(row) for row in cur.fetchall()]
+
+    def select_payments(self, cur: Any, cids: Sequence[str], ths: Sequence[str]) -> list[Any]:
+        cur.execute(
+            f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments "  # noqa: S608 - constants and placeholders only
+            f"WHERE channel_id IN ({self.marks(len(cids))}) "
+            f"AND task_hash IN ({self.marks(len(ths))})", [*cids, *ths])
+        return [_PaymentTuple(row) for row in cur.fetchall()]
+
+    def select_tasks(self, cur: Any, cids: Sequence[str], ths: Sequence[str]) -> list[Any]:
+        cur.execute(
+            "SELECT channel_id, task_hash, amount FROM tasks "  # noqa: S608 - constants and placeholders only
+            f"WHERE channel_id IN ({self.marks(len(cids))}) "
+            f"AND task_hash IN ({self.marks(len(ths))})", [*cids, *ths])
+        return cur.fetchall()  # type: ignore[no-any-return]
+
+
+def _row_type(name: str, columns: Sequence[str], u256: Sequence[str]) -> type:
+    """A tuple subclass with one property per column, U256 ones converted to ``int``."""
+    namespace: dict[str, Any] = {"__slots__": ()}
+    for i, column in enumerate(columns):
+        namespace[column] = _column(i, column in u256)
+    return type(name, (tuple,), namespace)
+
+
+def _column(i: int, u256: bool) -> property:
+    def get(row: tuple[Any, ...]) -> Any:
+        return int(row[i]) if u256 else row[i]
+
+    return property(get)
+
+
+_ChannelTuple: Any = _row_type("_ChannelTuple", _CHANNEL_COLUMNS,
+                               ("deposit", "claimed", "accepted"))
+_PaymentTuple: Any = _row_type("_PaymentTuple", _PAYMENT_COLUMNS,
+                               ("amount", "cumulative_amount"))
+
+
 class PayeeStore:
     """The payee's tables. Thread-safe (one connection per call from the engine's pool)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._sql = _DriverSQL(engine)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -618,25 +747,44 @@ class PayeeStore:
             return Snapshot({}, {}, {})
         cids = sorted({_hex(c) for c, _ in wanted})
         ths = sorted({_hex(t) for _, t in wanted})
-        with _db_errors("the payment lookup"), self._read() as conn, conn.begin():
-            rows = conn.execute(_SELECT_CHANNELS, {"cids": cids}).all()
-            pays = conn.execute(_SELECT_PAYMENTS, {"cids": cids, "ths": ths}).all()
-            # A task request bumps its channel's revision in the same transaction, so a channel
-            # still at revision 0 (most of them: metered use) has no tasks to look up.
-            asked = [r.channel_id for r in rows if r.revision]
-            tasks = (
-                conn.execute(_SELECT_TASKS, {"cids": asked, "ths": ths}).all() if asked else []
-            )
+        sql = self._sql
+        try:
+            with _db_errors("the payment lookup"), sql.connection() as raw:
+                cur = raw.cursor()
+                begun = False
+                try:
+                    # One snapshot for all three reads. DEFERRED on SQLite: a read never
+                    # queues behind the group committer's write lock (its fsync).
+                    if not sql.postgres:
+                        cur.execute("BEGIN")
+                        begun = True
+                    rows = sql.select_channels(cur, cids)
+                    pays = sql.select_payments(cur, cids, ths)
+                    # A task request bumps its channel's revision in the same transaction, so
+                    # a channel still at revision 0 (most of them: metered use) has no tasks.
+                    asked = [r.channel_id for r in rows if r.revision]
+                    tasks = sql.select_tasks(cur, asked, ths) if asked else []
+                finally:
+                    try:
+                        if sql.postgres:
+                            raw.rollback()  # a read: nothing to keep
+                        elif begun:
+                            cur.execute("ROLLBACK")
+                    finally:
+                        cur.close()
+        except sql.dbapi.Error as exc:
+            raise StoreError(f"database refused the payment lookup: {type(exc).__name__}",
+                             kind=type(exc).__name__) from exc
         states = {s.channel_id: s for s in map(_state_from_row, rows)}
         payments = {}
         for pay in map(_payment_from_row, pays):
             if (pay.channel_id, pay.task_hash) in wanted:
                 payments[pay.channel_id, pay.task_hash] = pay
         requested = {}
-        for task in tasks:
-            key = (bytes.fromhex(task.channel_id[2:]), bytes.fromhex(task.task_hash[2:]))
+        for task_cid, task_th, task_amount in tasks:
+            key = (bytes.fromhex(task_cid[2:]), bytes.fromhex(task_th[2:]))
             if key in wanted:
-                requested[key] = int(task.amount)
+                requested[key] = int(task_amount)
         return Snapshot(states, payments, requested)
 
     def payment(self, channel_id: bytes, task_hash: bytes) -> StoredPayment | None:
@@ -892,6 +1040,7 @@ class PayeeStore:
         if not batch:
             return True
         now = time.time() if now is None else now
+        sql = self._sql
         updates: dict[bytes, dict[str, Any]] = {}
         rows = []
         paid_tasks = []
@@ -905,48 +1054,65 @@ class PayeeStore:
                 }
             elif cas["new"] != e.previous or cas["rev"] != e.revision:
                 raise ValueError(f"payments for {cas['cid']} are not consecutive in the batch")
-            cas.update(new=e.cumulative_amount, sig=sig, now=now)
+            cas.update(new=e.cumulative_amount, sig=sig)
             if e.requested:
-                paid_tasks.append({"cid": cas["cid"], "th": _hex(e.task_hash), "now": now})
-            rows.append(
-                {
-                    "channel_id": cas["cid"],
-                    "task_id": p.task_id,
-                    "task_hash": _hex(e.task_hash),
-                    "amount": e.amount,
-                    "cumulative_amount": e.cumulative_amount,
-                    "voucher_signature": sig,
-                    "receipt_signature": _hex(p.receipt_signature),
-                    "created_at": now,
-                }
-            )
+                paid_tasks.append((now, cas["cid"], _hex(e.task_hash)))
+            rows.append((
+                cas["cid"], p.task_id, _hex(e.task_hash), sql.u256(e.amount),
+                sql.u256(e.cumulative_amount), sig, _hex(p.receipt_signature), now,
+            ))
+        # Channel rows are locked in one global order (by id): two workers' batches that
+        # share channels then queue behind each other instead of deadlocking.
+        cas_params = [
+            (sql.u256(c["new"]), c["sig"], now, c["cid"], sql.u256(c["prev"]), c["rev"])
+            for _cid, c in sorted(updates.items())
+        ]
         try:
-            with self.engine.begin() as conn:
-                # The UPDATE is the first write of the transaction, so SQLite takes the write
-                # lock here and waits on busy_timeout instead of failing a lock upgrade.
-                # Channel rows are locked in one global order (by id): two workers' batches
-                # that share channels then queue behind each other instead of deadlocking.
-                for _cid, cas in sorted(updates.items()):
-                    if conn.execute(_CAS_UPDATE, cas).rowcount != 1:
-                        raise _LostRaceError
-                conn.execute(_INSERT_PAYMENT, rows)
-                if paid_tasks:
-                    conn.execute(_MARK_TASK_PAID, paid_tasks)
-        except (_LostRaceError, IntegrityError):
+            with sql.connection() as raw:
+                cur = raw.cursor()
+                try:
+                    # IMMEDIATE takes SQLite's write lock up front (waiting on busy_timeout)
+                    # instead of failing a lock upgrade; the CAS UPDATE is the first write.
+                    if not sql.postgres:
+                        cur.execute("BEGIN IMMEDIATE")
+                    committed = False
+                    try:
+                        for params in cas_params:
+                            cur.execute(sql.cas_update, params)
+                            if cur.rowcount != 1:
+                                raise _LostRaceError
+                        cur.executemany(sql.insert_payment, rows)
+                        if paid_tasks:
+                            cur.executemany(sql.mark_task_paid, paid_tasks)
+                        if sql.postgres:
+                            raw.commit()
+                        else:
+                            cur.execute("COMMIT")  # the WAL's fsync (synchronous=FULL)
+                        committed = True
+                    finally:
+                        if not committed:
+                            _rollback(raw, cur, sql.postgres)
+                finally:
+                    cur.close()
+        except _LostRaceError:
             return False
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        except sql.dbapi.IntegrityError:
+            return False  # a task already stored: re-read, it is a replay or a conflict
+        except sql.dbapi.OperationalError as exc:
+            if getattr(exc, "sqlstate", None) in _RETRYABLE_SQLSTATES:
                 # Rolled back whole by the server: the same as losing the race, re-read.
                 return False
             raise StoreError(
-                f"database refused the payment batch: {type(exc.orig).__name__}"
+                f"database refused the payment batch: {type(exc).__name__}",
+                kind=type(exc).__name__,
             ) from exc
-        except DBAPIError as exc:
+        except (sql.dbapi.Error, DBAPIError) as exc:
             # E.g. psycopg's DataError for a NUL byte in a text column: not a race, and not
             # something a retry of the same batch fixes. The caller redoes the payments alone.
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
             raise StoreError(
-                f"database refused the payment batch: {type(exc.orig).__name__}",
-                kind=type(exc.orig).__name__,
+                f"database refused the payment batch: {type(orig).__name__}",
+                kind=type(orig).__name__,
             ) from exc
         return True
 
@@ -1088,6 +1254,7 @@ class PayerStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._sql = _DriverSQL(engine)
 
     def remember_voucher_signer(
         self, channel_id: bytes, address: str, keystore: str | None = None
@@ -1131,22 +1298,49 @@ class PayerStore:
             "signature": _hex(signature),
             "updated_at": time.time(),
         }
-        with self.engine.begin() as conn:
-            # The usual case first: the channel's row exists and this voucher is newer.
-            moved = conn.execute(_RAISE_VOUCHER, {
-                "cid": cid, "new": cumulative_amount, "new_payee": payee,
-                "new_signature": values["signature"], "now": values["updated_at"],
-            }).rowcount
-            if moved != 1:
-                row = conn.execute(
-                    sa.select(_payer_vouchers.c.cumulative_amount).where(
-                        _payer_vouchers.c.channel_id == cid
-                    )
-                ).first()
-                if row is None:
-                    conn.execute(_payer_vouchers.insert(), {"channel_id": cid, **values})
-            for receipt in receipts:
-                _insert_receipt(conn, receipt)
+        # At the DB-API level (see _DriverSQL): SQLAlchemy's statement handling cost more than
+        # the commit's fsync here. Committed (synchronous=FULL) before this returns.
+        sql = self._sql
+        amount = sql.u256(cumulative_amount)
+        try:
+            with sql.connection() as raw:
+                cur = raw.cursor()
+                try:
+                    if not sql.postgres:
+                        cur.execute("BEGIN IMMEDIATE")
+                    committed = False
+                    try:
+                        # The usual case first: the channel's row exists, this voucher is newer.
+                        cur.execute(sql.raise_voucher, (amount, payee, values["signature"],
+                                                        values["updated_at"], cid, amount))
+                        if cur.rowcount != 1:
+                            cur.execute(sql.voucher_exists, (cid,))
+                            if cur.fetchone() is None:
+                                cur.execute(sql.insert_voucher, (cid, payee, amount,
+                                                                 values["signature"],
+                                                                 values["updated_at"]))
+                        for r in receipts:
+                            th = _hex(r.task_hash)
+                            cur.execute(sql.receipt_exists, (_hex(r.channel_id), th))
+                            if cur.fetchone() is None:  # else the same receipt again
+                                cur.execute(sql.insert_receipt, (
+                                    _hex(r.channel_id), r.task_id, th, sql.u256(r.amount),
+                                    sql.u256(r.cumulative_amount), _hex(r.receipt_signature),
+                                    time.time()))
+                        if sql.postgres:
+                            raw.commit()
+                        else:
+                            cur.execute("COMMIT")
+                        committed = True
+                    finally:
+                        if not committed:
+                            _rollback(raw, cur, sql.postgres)
+                finally:
+                    cur.close()
+        except (sql.dbapi.Error, DBAPIError) as exc:
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise StoreError(f"could not record the voucher: {type(orig).__name__}",
+                             kind=type(orig).__name__) from exc
 
     def record_receipts(self, receipts: Sequence[StoredReceipt]) -> None:
         """Keep receipts (one transaction; idempotent per channel and task)."""

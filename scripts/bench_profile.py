@@ -150,7 +150,11 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
                                                      "fastapi")),
     ("SQLAlchemy connection / pool / result", ("sqlalchemy",)),
     ("prometheus metrics", ("prometheus_client",)),
-    ("asyncio event loop", ("asyncio", "uvloop")),
+    ("payment lean door / accept (api.routes.payments)", ("routes/payments.py",)),
+    ("payee decision (parse, transition, overlay)", ("channel/payee.py", "channel/state.py",
+                                                     "channel/messages.py")),
+    ("store: row conversion and driver calls (channel/store.py)", ("channel/store.py",)),
+    ("event loop: idle, or in uvloop's C code", ("asyncio", "uvloop")),
 ]
 
 
