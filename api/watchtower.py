@@ -3,8 +3,11 @@
 ``watchtower_state(runtime)`` is the one function that builds it: the closing channels of the
 store's mirror, the defences the watcher sent (its outgoing transactions for a channel after
 that channel's close started), the service wallet's balance against what claims and defences
-need, and warnings in plain words. When the watcher grows its own report
-(``Watcher.status()``), extend this function with it; the JSON shape stays as below.
+need, and warnings in plain words. When the watcher has its own report (``Watcher.status()``
+with ``closing``/``defences``/``wallet``/``alerts``, the watchtower branch), it is merged in:
+its per-channel state, its defences in flight, its alerts as warnings and its wallet reading
+(only the leading worker's watcher has run; the others fall back to the store and the node).
+The JSON shape stays as below.
 
     {"closing": [{"channel_id", "closes_at", "defended", "tx_hash"}],
      "defences": [{"channel_id", "tx_hash", "at"}],
@@ -83,7 +86,7 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
         warnings.append({"kind": "no_watcher",
                          "message": "This service runs without a chain watcher: nobody "
                                     "defends closing channels from here."})
-    return {
+    state = {
         "closing": [
             {"channel_id": cid, "closes_at": c.closes_at, "defended": cid in defended,
              "tx_hash": defended.get(cid)}
@@ -94,3 +97,44 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
         "warnings": warnings,
         "wallet": wallet,
     }
+    report = getattr(runtime.watcher, "status", None)
+    if callable(report):
+        _merge_report(state, report())
+    return state
+
+
+def _merge_report(state: dict[str, Any], report: Any) -> None:
+    """Fold a ``Watcher.status()`` report into ``state`` (duck-typed: closing[].channel_id/
+    state, defences[].channel_ids/tx_hash/state, alerts[].kind/message, wallet.address/
+    balance/min_balance/low)."""
+    by_id = {c["channel_id"]: c for c in state["closing"]}
+    for tx in getattr(report, "defences", ()):
+        for cid in tx.channel_ids:
+            if not any(d["tx_hash"] == tx.tx_hash and d["channel_id"] == cid
+                       for d in state["defences"]):
+                state["defences"].append({"channel_id": cid, "tx_hash": tx.tx_hash, "at": None,
+                                          "state": tx.state})
+            if cid in by_id and by_id[cid]["tx_hash"] is None:
+                by_id[cid]["tx_hash"] = tx.tx_hash
+    for ch in getattr(report, "closing", ()):
+        entry = by_id.get(ch.channel_id)
+        if entry is not None:
+            entry["state"] = ch.state
+            entry["defended"] = entry["defended"] or ch.state == "defended"
+    kinds = {w["kind"] for w in state["warnings"]}
+    for alert in getattr(report, "alerts", ()):
+        if alert.kind not in kinds:
+            state["warnings"].append({"kind": alert.kind, "message": alert.message})
+            kinds.add(alert.kind)
+    wallet = getattr(report, "wallet", None)
+    if wallet is not None:
+        state["wallet"] = {"address": wallet.address, "balance": str(wallet.balance),
+                           "needed": str(wallet.min_balance)}
+        state["warnings"] = [w for w in state["warnings"] if w["kind"] != "low_balance"]
+        if wallet.low:
+            state["warnings"].append({
+                "kind": "low_balance",
+                "message": f"The service's wallet {wallet.address} holds "
+                           f"{_eth(wallet.balance)}; claims and defences need at least "
+                           f"{_eth(wallet.min_balance)}.",
+            })
