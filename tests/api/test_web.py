@@ -22,11 +22,12 @@ from test_errors import assert_problem
 
 import api.web
 from api.main import Overrides, create_app
+from api.routes.events import MirrorFollower
 from channel.chain import ChannelClosed, Claimed, LogMeta
 from channel.claims import claim_transactions, record_claims
 from channel.payee import InMemoryChannelSource
-from channel.state import ChannelStatus
-from channel.store import make_engine
+from channel.state import ChannelStatus, OnchainChannel
+from channel.store import PayeeStore, make_engine
 
 ORIGIN = "https://pay.example.org"
 
@@ -391,3 +392,30 @@ def test_a_watcher_report_is_merged_into_the_watchtower(twin: Twin) -> None:
         "low_balance": "The service's wallet 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 holds "
                        "0.004 ETH; claims and defences need at least 0.01 ETH.",
     }
+
+
+def test_the_mirror_follower_streams_changes_written_by_another_worker(twin: Twin) -> None:
+    """The leader's watcher may run in another process: its writes to the shared mirror become
+    ``channel`` events here; the watchtower is published when it changes."""
+    runtime = twin.client.app.state.runtime  # type: ignore[attr-defined]
+    cid = twin.open()
+    assert twin.client.get(f"/v1/channels/{hx(cid)}").status_code == 200
+    seen: list[tuple[str, dict[str, Any]]] = []
+    runtime.events.listen(lambda e: seen.append((e.name, e.data)))
+    follower = MirrorFollower(runtime, watchtower_interval=0)
+    follower.poll(1000.0)
+    assert [n for n, _ in seen].count("watchtower") == 1
+    seen.clear()
+    follower.poll(1001.0)
+    assert seen == []  # nothing changed: nothing published
+
+    other = PayeeStore(make_engine(str(runtime.settings.database_url)))  # another worker
+    other.upsert_channel(OnchainChannel(cid, twin.payer.address, twin.payee.address,
+                                        "0x" + "00" * 20, 10**18, 0, 7200, 99_999,
+                                        ChannelStatus.CLOSING))
+    follower.poll(1002.0)
+    channel = [d for n, d in seen if n == "channel"]
+    assert [(c["channel_id"], c["status"], c["closes_at"]) for c in channel] == [
+        (hx(cid), "closing", 99_999)]
+    (tower,) = [d for n, d in seen if n == "watchtower"]
+    assert [c["channel_id"] for c in tower["closing"]] == [hx(cid)]
