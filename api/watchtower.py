@@ -3,9 +3,11 @@
 ``watchtower_state(runtime)`` is the one function that builds it: the closing channels of the
 store's mirror, the defences the watcher sent (its outgoing transactions for a channel after
 that channel's close started), the service wallet's balance against what claims and defences
-need, and warnings in plain words. When the watcher grows its own report
-(``Watcher.status()``, live only in the worker that leads and runs it) adds the defences still
-pending with their fees and replacements, and its alerts as warnings; the JSON shape stays:
+need, and warnings in plain words. When the watcher has its own report (``Watcher.status()``
+with ``closing``/``defences``/``wallet``/``alerts``, the watchtower branch), it is merged in:
+its per-channel state, its defences in flight, its alerts as warnings and its wallet reading
+(only the leading worker's watcher has run; the others fall back to the store and the node).
+The JSON shape stays as below.
 
     {"closing": [{"channel_id", "closes_at", "defended", "tx_hash"}],
      "defences": [{"channel_id", "tx_hash", "at"}],
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Final
 
 from api.deps import Runtime
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 GAS_PER_CHANNEL: Final = 150_000
 """Gas reserved per open or closing channel: one claim or defence each (claim ~70k, with
 margin for a busy token's transfer)."""
-ALERT_SHOWN_SECONDS: Final = 3600
-"""A watcher alert stays on the dashboard this long (its count stays in /metrics)."""
 _DEFENCE_KINDS: Final = frozenset({"claim", "claimMany", "closeByPayee"})
 
 
@@ -83,14 +82,11 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
                                  "message": f"The service's wallet {address} holds "
                                             f"{_eth(balance)}; claims and defences need "
                                             f"about {_eth(needed)}."})
-    for pending in _pending_defences(runtime):
-        defences.append(pending)
-    warnings.extend(_alerts(runtime))
     if runtime.watcher is None:
         warnings.append({"kind": "no_watcher",
                          "message": "This service runs without a chain watcher: nobody "
                                     "defends closing channels from here."})
-    return {
+    state = {
         "closing": [
             {"channel_id": cid, "closes_at": c.closes_at, "defended": cid in defended,
              "tx_hash": defended.get(cid)}
@@ -101,37 +97,44 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
         "warnings": warnings,
         "wallet": wallet,
     }
+    report = getattr(runtime.watcher, "status", None)
+    if callable(report):
+        _merge_report(state, report())
+    return state
 
 
-def _live_status(runtime: Runtime) -> Any:
-    """The watcher's own snapshot (``channel.defence.WatchtowerStatus``), or None. A worker
-    that does not lead never polled: its snapshot has no pending defence and no alert."""
-    if runtime.watcher is None:
-        return None
-    try:
-        return runtime.watcher.status()
-    except PieceworkError:
-        return None
-
-
-def _pending_defences(runtime: Runtime) -> list[dict[str, Any]]:
-    """Defences sent and not yet mined: one entry per channel, with the fee-bumping state."""
-    status = _live_status(runtime)
-    if status is None:
-        return []
-    return [{"channel_id": cid, "tx_hash": tx.tx_hash, "at": None, "state": tx.state,
-             "nonce": tx.nonce, "max_fee_per_gas": str(tx.max_fee_per_gas),
-             "replacements": tx.replacements}
-            for tx in status.defences for cid in tx.channel_ids]
-
-
-def _alerts(runtime: Runtime) -> list[dict[str, str]]:
-    """The watcher's recent alerts (a defence that cannot be made in time, a low wallet...)."""
-    status = _live_status(runtime)
-    if status is None:
-        return []
-    latest: dict[str, str] = {}  # one warning per kind (the dashboard keys them by kind)
-    for alert in status.alerts:
-        if time.time() - alert.at < ALERT_SHOWN_SECONDS:
-            latest[alert.kind] = alert.message
-    return [{"kind": kind, "message": message} for kind, message in latest.items()]
+def _merge_report(state: dict[str, Any], report: Any) -> None:
+    """Fold a ``Watcher.status()`` report into ``state`` (duck-typed: closing[].channel_id/
+    state, defences[].channel_ids/tx_hash/state, alerts[].kind/message, wallet.address/
+    balance/min_balance/low)."""
+    by_id = {c["channel_id"]: c for c in state["closing"]}
+    for tx in getattr(report, "defences", ()):
+        for cid in tx.channel_ids:
+            if not any(d["tx_hash"] == tx.tx_hash and d["channel_id"] == cid
+                       for d in state["defences"]):
+                state["defences"].append({"channel_id": cid, "tx_hash": tx.tx_hash, "at": None,
+                                          "state": tx.state})
+            if cid in by_id and by_id[cid]["tx_hash"] is None:
+                by_id[cid]["tx_hash"] = tx.tx_hash
+    for ch in getattr(report, "closing", ()):
+        entry = by_id.get(ch.channel_id)
+        if entry is not None:
+            entry["state"] = ch.state
+            entry["defended"] = entry["defended"] or ch.state == "defended"
+    kinds = {w["kind"] for w in state["warnings"]}
+    for alert in getattr(report, "alerts", ()):
+        if alert.kind not in kinds:
+            state["warnings"].append({"kind": alert.kind, "message": alert.message})
+            kinds.add(alert.kind)
+    wallet = getattr(report, "wallet", None)
+    if wallet is not None:
+        state["wallet"] = {"address": wallet.address, "balance": str(wallet.balance),
+                           "needed": str(wallet.min_balance)}
+        state["warnings"] = [w for w in state["warnings"] if w["kind"] != "low_balance"]
+        if wallet.low:
+            state["warnings"].append({
+                "kind": "low_balance",
+                "message": f"The service's wallet {wallet.address} holds "
+                           f"{_eth(wallet.balance)}; claims and defences need at least "
+                           f"{_eth(wallet.min_balance)}.",
+            })

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import OperatorDep, Runtime, RuntimeDep
-from api.events import Event, EventHub
+from api.events import EVENT_NAMES, Event, EventHub
 from api.routes.channels import _view
 from api.routes.tasks import task_body
 from api.schemas import problem_docs
@@ -183,8 +183,20 @@ _EVENT_ID: Final = re.compile(r"[0-9]{1,19}")
 @router.get(
     "/events",
     response_class=EventStreamResponse,
-    responses={200: {"description": "snapshot, then payment/task/channel/watchtower events"},
-               **problem_docs(401, 403)},
+    responses={200: {
+        "description": "snapshot, then payment/task/channel/watchtower events",
+        "content": {"text/event-stream": {"schema": {
+            "description": "One Server-Sent Event: its name, an increasing id, and one line "
+                           "of JSON (web/SERVICE-NEEDS.md item 5).",
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string", "enum": sorted(EVENT_NAMES)},
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+            },
+        }}},
+    }, **problem_docs(401, 403)},
     summary="Live events for the dashboard (operator, Server-Sent Events)",
 )
 async def events(

@@ -22,11 +22,12 @@ from test_errors import assert_problem
 
 import api.web
 from api.main import Overrides, create_app
+from api.routes.events import MirrorFollower
 from channel.chain import ChannelClosed, Claimed, LogMeta
 from channel.claims import claim_transactions, record_claims
 from channel.payee import InMemoryChannelSource
-from channel.state import ChannelStatus
-from channel.store import make_engine
+from channel.state import ChannelStatus, OnchainChannel
+from channel.store import PayeeStore, make_engine
 
 ORIGIN = "https://pay.example.org"
 
@@ -358,3 +359,63 @@ def test_the_event_stream_starts_with_a_snapshot_then_shows_tasks_and_payments_l
         with http.stream("GET", "/v1/events",
                          headers={**AUTH, "Last-Event-ID": "999999"}) as response:
             assert _Stream(response).wait(1)[0]["event"] == "snapshot"
+
+
+class _Report:
+    """Shaped like the watchtower branch's ``Watcher.status()`` (channel/defence.py there)."""
+
+    def __init__(self, cid: str) -> None:
+        ns = __import__("types").SimpleNamespace
+        self.closing = (ns(channel_id=cid, closes_at=1, payable=5, token="0x" + "00" * 20,
+                           state="defending"),)
+        self.defences = (ns(kind="claim", channel_ids=(cid,), tx_hash="0x" + "ef" * 32,
+                            state="pending"),)
+        self.alerts = (ns(kind="fee_cap", message="Gas is above the fee cap.", at=1.0),)
+        self.wallet = ns(address="0x70997970C51812dc3A010C7d01b50e0d17dc79C8", balance=4 * 10**15,
+                         min_balance=10**16, low=True)
+
+
+def test_a_watcher_report_is_merged_into_the_watchtower(twin: Twin) -> None:
+    cid = twin.open(status=ChannelStatus.CLOSING)
+    twin.client.get(f"/v1/channels/{hx(cid)}")
+    runtime = twin.client.app.state.runtime  # type: ignore[attr-defined]
+    runtime.watcher = type("W", (), {"status": lambda self: _Report(hx(cid))})()
+    state = twin.client.get("/v1/watchtower", headers=AUTH).json()
+    assert state["closing"] == [{"channel_id": hx(cid), "closes_at": 0, "defended": False,
+                                 "tx_hash": "0x" + "ef" * 32, "state": "defending"}]
+    assert state["defences"] == [{"channel_id": hx(cid), "tx_hash": "0x" + "ef" * 32,
+                                  "at": None, "state": "pending"}]
+    assert state["wallet"] == {"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                               "balance": "4000000000000000", "needed": "10000000000000000"}
+    assert {w["kind"]: w["message"] for w in state["warnings"]} == {
+        "fee_cap": "Gas is above the fee cap.",
+        "low_balance": "The service's wallet 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 holds "
+                       "0.004 ETH; claims and defences need at least 0.01 ETH.",
+    }
+
+
+def test_the_mirror_follower_streams_changes_written_by_another_worker(twin: Twin) -> None:
+    """The leader's watcher may run in another process: its writes to the shared mirror become
+    ``channel`` events here; the watchtower is published when it changes."""
+    runtime = twin.client.app.state.runtime  # type: ignore[attr-defined]
+    cid = twin.open()
+    assert twin.client.get(f"/v1/channels/{hx(cid)}").status_code == 200
+    seen: list[tuple[str, dict[str, Any]]] = []
+    runtime.events.listen(lambda e: seen.append((e.name, e.data)))
+    follower = MirrorFollower(runtime, watchtower_interval=0)
+    follower.poll(1000.0)
+    assert [n for n, _ in seen].count("watchtower") == 1
+    seen.clear()
+    follower.poll(1001.0)
+    assert seen == []  # nothing changed: nothing published
+
+    other = PayeeStore(make_engine(str(runtime.settings.database_url)))  # another worker
+    other.upsert_channel(OnchainChannel(cid, twin.payer.address, twin.payee.address,
+                                        "0x" + "00" * 20, 10**18, 0, 7200, 99_999,
+                                        ChannelStatus.CLOSING))
+    follower.poll(1002.0)
+    channel = [d for n, d in seen if n == "channel"]
+    assert [(c["channel_id"], c["status"], c["closes_at"]) for c in channel] == [
+        (hx(cid), "closing", 99_999)]
+    (tower,) = [d for n, d in seen if n == "watchtower"]
+    assert [c["channel_id"] for c in tower["closing"]] == [hx(cid)]

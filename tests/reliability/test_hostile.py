@@ -267,7 +267,10 @@ def live_service(
 
 @pytest.fixture(scope="module")
 def live_schema(live_service: Service) -> Any:
-    return schemathesis.openapi.from_url(live_service.url + "/openapi.json")
+    # GET /v1/events never ends (each case would wait out a read timeout): tested in
+    # tests/api/test_web.py and the browser suite instead.
+    return schemathesis.openapi.from_url(live_service.url + "/openapi.json").exclude(
+        path="/v1/events")
 
 
 def _problem_with_code(ctx: Any, response: Any, case: Any) -> bool | None:

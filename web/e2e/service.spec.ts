@@ -231,7 +231,8 @@ test("a reload and a second tab keep everything; the service down shows a clear 
     const r = await fetch(`${service.url}/v1/channels/${id}/tasks`, { method: "POST", headers: operator, body: JSON.stringify({ task_id: taskId, amount, description: `task ${taskId}` }) });
     expect(r.status).toBe(201);
   }
-  await client.page.getByRole("button", { name: "Refresh" }).click();
+  // The client comes back to the tab: the new requests show without pressing Refresh.
+  await client.page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
   const card = client.page.locator(`[data-channel-id="${id}"]`);
   await card.locator('[data-task-id="a"]').getByRole("button", { name: "Pay" }).click();
   await expect(card.getByTestId("receipts").locator("tbody tr")).toHaveCount(1);

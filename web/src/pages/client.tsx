@@ -101,6 +101,13 @@ function Client(props: { terms: Terms; wallet: WalletState; serviceUp: boolean; 
   const refresh = useCallback(() => setVersion((v) => v + 1), []);
 
   useEffect(() => db.onChange(refresh), [refresh]);
+  // Coming back to the tab (from the freelancer's message, say) reloads tasks and balances:
+  // new task requests show without pressing Refresh, and without a polling loop.
+  useEffect(() => {
+    const onVisible = () => document.visibilityState === "visible" && refresh();
+    document.addEventListener("visibilitychange", onVisible);
+    return () => document.removeEventListener("visibilitychange", onVisible);
+  }, [refresh]);
 
   const localSigner = useMemo(() => (signer ? privateKeyToAccount(signer.privateKey) : null), [signer]);
   const access: AccessProvider | null = useMemo(() => (localSigner ? createAccess({ domain, signer: localSigner }) : null), [domain, localSigner]);
