@@ -339,7 +339,6 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         responses=problem_docs("4XX", "5XX"),
     )
     install_problem_handlers(app)
-    # No CORS middleware on purpose: browsers get no cross-origin access to this service.
     # Well-formed payments are answered in front of FastAPI's routing (api.routes.payments);
     # added first so that RequestGuard (413/415) still runs before it.
     app.add_middleware(payments.LeanPayments)
@@ -348,8 +347,8 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         app.include_router(module.router)
     # Last: the pages at / (api.web) never shadow an API route.
     app.include_router(web_router)
-    # Except for the payer-side endpoints (api.cors, PIECEWORK_CORS_ORIGINS, default none).
-    # Added last, so outermost: answers of every inner layer (413/415 included) carry it.
+    # Cross-origin access only to the payer-side endpoints, and only for the origins in
+    # PIECEWORK_CORS_ORIGINS (api.cors; default none: same origin only). Added last, so outermost: answers of every inner layer (413/415 included) carry it.
     from api.cors import PayerSideCors  # noqa: PLC0415 - kept beside its one use
 
     app.add_middleware(PayerSideCors, origins=settings.cors_origin_set())
