@@ -243,7 +243,7 @@ def test_a_long_catch_up_does_not_delay_defence(
                      salt=os.urandom(32))[0]
     store = _store(tmp_path)
     service = _service(store, accounts, deployment, make_client())
-    _pay(service, accounts, deployment, cid, 7000)
+    _pay(service, accounts, deployment, cid, EARNED)
     watcher = Watcher(make_client(accounts.payee), store, frozenset({accounts.payee.address}),
                       policy=ClaimPolicy(default_threshold=10**30), max_range=5, max_chunks=2)
     while watcher.poll_once().to_block != w3.eth.block_number:
@@ -254,7 +254,7 @@ def test_a_long_catch_up_does_not_delay_defence(
     assert result.to_block is not None and result.to_block < w3.eth.block_number - 40
     (defence,) = result.sent  # in the same poll, before the catch-up reached the close
     assert defence.ok, defence.error
-    assert payer.get_channel(cid).claimed == 7000
+    assert payer.get_channel(cid).claimed == EARNED
     record("node-trust/catch-up-bounded", blocks_behind=61, followed_this_poll=10,
            defended_same_poll=True)
 
