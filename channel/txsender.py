@@ -128,6 +128,7 @@ class TxSender:
     replacements: int = 0
     rebroadcasts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _capped: set[tuple[str, int | None]] = field(default_factory=set, repr=False)
 
     def submit(
         self, what: str, tx: dict[str, Any], *, gas: int, deadline: int | None = None,
@@ -144,7 +145,8 @@ class TxSender:
         cap = self.policy.cap(left, window)
         max_fee = min(2 * base + tip, cap)
         tip = min(tip, max_fee)
-        if max_fee <= base:
+        if max_fee <= base and (what, deadline) not in self._capped:
+            self._capped.add((what, deadline))  # once per kind and deadline, not every poll
             self._alert("fee_cap", f"{what}: the base fee {base} is above the fee cap {cap} now; "
                         "sending at the cap")
         body = {**tx, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
