@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from payee_helpers import DOMAIN, PAYEE, PAYEE_KEY, PAYER_KEY, make_onchain
 
+from channel import payee as payee_module
 from channel.config import Settings
 from channel.errors import (
     AccessDenied,
@@ -479,3 +480,33 @@ def test_settings_reject_a_bad_checksum(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PIECEWORK_CONTRACT_ADDRESS", bad)
     with pytest.raises(ValueError, match="checksum"):
         Settings()
+
+
+def test_an_unknown_channel_is_remembered_for_a_while_then_asked_again(
+    service: PayeeService, source: InMemoryChannelSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 item 6: a channel id the chain does not know costs one node read per
+    UNKNOWN_CHANNEL_TTL, not one per request; a channel opened meanwhile is found after it."""
+    other = b"\x0e" * 32
+    reads: list[bytes] = []
+    real_get = source.get
+
+    def counting_get(channel_id: bytes) -> object:
+        reads.append(channel_id)
+        return real_get(channel_id)
+
+    monkeypatch.setattr(source, "get", counting_get)
+    clock = [1_000.0]
+    monkeypatch.setattr(payee_module.time, "monotonic", lambda: clock[0])
+    for _ in range(3):
+        with pytest.raises(UnknownChannel):
+            service.accept(other, "t", 1, 1, sig(1, other), 1)
+    assert reads == [other]
+    source.put(make_onchain(other, deposit=100))  # opened meanwhile
+    clock[0] += payee_module.UNKNOWN_CHANNEL_TTL - 0.5
+    with pytest.raises(UnknownChannel):
+        service.accept(other, "t", 1, 1, sig(1, other), 1)
+    assert reads == [other]
+    clock[0] += 1.0
+    assert service.accept(other, "t", 1, 1, sig(1, other), 1).cumulative_amount == 1
+    assert reads == [other, other]
