@@ -180,10 +180,14 @@ test("client pays three requested tasks with zero wallet prompts; the dashboard 
   await bystander.page.goto(`${service.url}/settle.html?channel=${usdId}`);
   await bystander.page.getByRole("button", { name: "Connect Piecework Test Wallet" }).click();
   await bystander.page.getByRole("button", { name: "Look up" }).click();
+  await expect(bystander.page.getByTestId("status")).toHaveText("closing");
+  await expectAccessible(bystander.page, "settle (ready)");
+  await shoot(bystander.page, "settle.png");
   await bystander.page.getByRole("button", { name: "Settle now" }).click();
   await confirmed(bystander.page);
+  await expect(bystander.page.getByTestId("status")).toHaveText("closed");
+  await expect(bystander.page.getByText("0x000000…000000")).toHaveCount(0);
   await expectAccessible(bystander.page, "settle (settled)");
-  await shoot(bystander.page, "settle.png");
 
   // Balances reconcile to the unit (token balances: no gas in them).
   expect(await balance(chain, chain.stablecoin, DEV.freelancer)).toBe(start.freelancerUsd + 1_500_000n);

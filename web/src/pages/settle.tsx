@@ -99,10 +99,16 @@ function App() {
           <dl class="facts">
             <dt>Status</dt>
             <dd data-testid="status">{channel.status}</dd>
-            <dt>Client (payer)</dt>
-            <dd>
-              <Addr value={channel.payer} />
-            </dd>
+            {channel.status !== "closed" ? (
+              // A closed channel reads back with its addresses zeroed (the contract deletes
+              // them): show no "client 0x000…" then.
+              <>
+                <dt>Client (payer)</dt>
+                <dd>
+                  <Addr value={channel.payer} />
+                </dd>
+              </>
+            ) : null}
             {channel.status !== "closed" && token ? (
               <>
                 <dt>Freelancer (payee)</dt>
