@@ -348,7 +348,8 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
     # Last: the pages at / (api.web) never shadow an API route.
     app.include_router(web_router)
     # Cross-origin access only to the payer-side endpoints, and only for the origins in
-    # PIECEWORK_CORS_ORIGINS (api.cors; default none: same origin only). Added last, so outermost: answers of every inner layer (413/415 included) carry it.
+    # PIECEWORK_CORS_ORIGINS (api.cors; default none: same origin only). Added last, so
+    # outermost: answers of every inner layer (413/415 included) carry it.
     from api.cors import PayerSideCors  # noqa: PLC0415 - kept beside its one use
 
     app.add_middleware(PayerSideCors, origins=settings.cors_origin_set())
