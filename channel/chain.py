@@ -43,6 +43,7 @@ from web3.exceptions import (
 )
 from web3.providers.rpc import HTTPProvider
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
+from web3.types import RPCEndpoint
 
 from channel.errors import (
     ChainError,
@@ -558,10 +559,14 @@ def connect(rpc_url: str | Sequence[str], *, timeout: float = 10.0) -> Web3:
     most, retry included). Several endpoints (a comma-separated string or a list) fail over
     to each other in order (:class:`FailoverHTTPProvider`)."""
     urls = split_urls(rpc_url)
+    # web3's validation middleware asks eth_chainId twice per eth_call (3 requests for one
+    # getChannel); a chain's id never changes, and every endpoint of a list serves one chain.
+    cache = {"cache_allowed_requests": True,
+             "cacheable_requests": {RPCEndpoint("eth_chainId")}}
     if len(urls) > 1:
         # Failover replaces web3's retries: the next node is the retry.
         return Web3(FailoverHTTPProvider(urls, request_kwargs={"timeout": timeout},
-                                         exception_retry_configuration=None))
+                                         exception_retry_configuration=None, **cache))
     # The same errors web3 retries by default (and its default method allowlist).
     retry = ExceptionRetryConfiguration(
         errors=(ConnectionError, requests.HTTPError, requests.Timeout),
@@ -569,7 +574,7 @@ def connect(rpc_url: str | Sequence[str], *, timeout: float = 10.0) -> Web3:
         backoff_factor=0.1,
     )
     return Web3(HTTPProvider(urls[0], request_kwargs={"timeout": timeout},
-                             exception_retry_configuration=retry))
+                             exception_retry_configuration=retry, **cache))
 
 
 @contextmanager
