@@ -673,6 +673,31 @@ class _DriverSQL:
         with self.engine.connect() as conn:
             yield conn.connection.driver_connection
 
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        """A cursor inside one write transaction, committed when the block ends (on SQLite
+        ``COMMIT`` is the WAL's fsync under synchronous=FULL), rolled back if it raises.
+        SQLite's ``BEGIN IMMEDIATE`` takes the write lock up front (waiting on busy_timeout)
+        instead of failing a lock upgrade later."""
+        with self.connection() as raw:
+            cur = raw.cursor()
+            try:
+                if not self.postgres:
+                    cur.execute("BEGIN IMMEDIATE")
+                committed = False
+                try:
+                    yield cur
+                    if self.postgres:
+                        raw.commit()
+                    else:
+                        cur.execute("COMMIT")
+                    committed = True
+                finally:
+                    if not committed:
+                        _rollback(raw, cur, self.postgres)
+            finally:
+                cur.close()
+
     def select_channels(self, cur: Any, cids: Sequence[str]) -> list[Any]:
         cur.execute(
             f"SELECT {', '.join(_CHANNEL_COLUMNS)} FROM channels "  # noqa: S608 - constants and placeholders only
@@ -1068,32 +1093,14 @@ class PayeeStore:
             for _cid, c in sorted(updates.items())
         ]
         try:
-            with sql.connection() as raw:
-                cur = raw.cursor()
-                try:
-                    # IMMEDIATE takes SQLite's write lock up front (waiting on busy_timeout)
-                    # instead of failing a lock upgrade; the CAS UPDATE is the first write.
-                    if not sql.postgres:
-                        cur.execute("BEGIN IMMEDIATE")
-                    committed = False
-                    try:
-                        for params in cas_params:
-                            cur.execute(sql.cas_update, params)
-                            if cur.rowcount != 1:
-                                raise _LostRaceError
-                        cur.executemany(sql.insert_payment, rows)
-                        if paid_tasks:
-                            cur.executemany(sql.mark_task_paid, paid_tasks)
-                        if sql.postgres:
-                            raw.commit()
-                        else:
-                            cur.execute("COMMIT")  # the WAL's fsync (synchronous=FULL)
-                        committed = True
-                    finally:
-                        if not committed:
-                            _rollback(raw, cur, sql.postgres)
-                finally:
-                    cur.close()
+            with sql.write() as cur:
+                for params in cas_params:
+                    cur.execute(sql.cas_update, params)
+                    if cur.rowcount != 1:
+                        raise _LostRaceError
+                cur.executemany(sql.insert_payment, rows)
+                if paid_tasks:
+                    cur.executemany(sql.mark_task_paid, paid_tasks)
         except _LostRaceError:
             return False
         except sql.dbapi.IntegrityError:
@@ -1303,40 +1310,24 @@ class PayerStore:
         sql = self._sql
         amount = sql.u256(cumulative_amount)
         try:
-            with sql.connection() as raw:
-                cur = raw.cursor()
-                try:
-                    if not sql.postgres:
-                        cur.execute("BEGIN IMMEDIATE")
-                    committed = False
-                    try:
-                        # The usual case first: the channel's row exists, this voucher is newer.
-                        cur.execute(sql.raise_voucher, (amount, payee, values["signature"],
-                                                        values["updated_at"], cid, amount))
-                        if cur.rowcount != 1:
-                            cur.execute(sql.voucher_exists, (cid,))
-                            if cur.fetchone() is None:
-                                cur.execute(sql.insert_voucher, (cid, payee, amount,
-                                                                 values["signature"],
-                                                                 values["updated_at"]))
-                        for r in receipts:
-                            th = _hex(r.task_hash)
-                            cur.execute(sql.receipt_exists, (_hex(r.channel_id), th))
-                            if cur.fetchone() is None:  # else the same receipt again
-                                cur.execute(sql.insert_receipt, (
-                                    _hex(r.channel_id), r.task_id, th, sql.u256(r.amount),
-                                    sql.u256(r.cumulative_amount), _hex(r.receipt_signature),
-                                    time.time()))
-                        if sql.postgres:
-                            raw.commit()
-                        else:
-                            cur.execute("COMMIT")
-                        committed = True
-                    finally:
-                        if not committed:
-                            _rollback(raw, cur, sql.postgres)
-                finally:
-                    cur.close()
+            with sql.write() as cur:
+                # The usual case first: the channel's row exists, this voucher is newer.
+                cur.execute(sql.raise_voucher, (amount, payee, values["signature"],
+                                                values["updated_at"], cid, amount))
+                if cur.rowcount != 1:
+                    cur.execute(sql.voucher_exists, (cid,))
+                    if cur.fetchone() is None:
+                        cur.execute(sql.insert_voucher, (cid, payee, amount,
+                                                         values["signature"],
+                                                         values["updated_at"]))
+                for r in receipts:
+                    th = _hex(r.task_hash)
+                    cur.execute(sql.receipt_exists, (_hex(r.channel_id), th))
+                    if cur.fetchone() is None:  # else the same receipt again
+                        cur.execute(sql.insert_receipt, (
+                            _hex(r.channel_id), r.task_id, th, sql.u256(r.amount),
+                            sql.u256(r.cumulative_amount), _hex(r.receipt_signature),
+                            time.time()))
         except (sql.dbapi.Error, DBAPIError) as exc:
             orig = exc.orig if isinstance(exc, DBAPIError) else exc
             raise StoreError(f"could not record the voucher: {type(orig).__name__}",
