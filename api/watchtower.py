@@ -3,10 +3,10 @@
 ``watchtower_state(runtime)`` is the one function that builds it: the closing channels of the
 store's mirror, the defences the watcher sent (its outgoing transactions for a channel after
 that channel's close started), the service wallet's balance against what claims and defences
-need, and warnings in plain words. When the watcher has its own report (``Watcher.status()``
-with ``closing``/``defences``/``wallet``/``alerts``, the watchtower branch), it is merged in:
-its per-channel state, its defences in flight, its alerts as warnings and its wallet reading
-(only the leading worker's watcher has run; the others fall back to the store and the node).
+need, and warnings in plain words. The watcher's own report (``Watcher.status()``,
+``channel.defence.WatchtowerStatus``) is merged in: its per-channel state, its defences in
+flight, its alerts as warnings and its wallet reading (only the leading worker's watcher has
+run; the others fall back to the store and the node).
 The JSON shape stays as below.
 
     {"closing": [{"channel_id", "closes_at", "defended", "tx_hash"}],
@@ -22,6 +22,7 @@ import logging
 from typing import Any, Final
 
 from api.deps import Runtime
+from channel.defence import WatchtowerStatus
 from channel.errors import PieceworkError
 from channel.messages import ZERO_ADDRESS
 from channel.state import ChannelStatus
@@ -64,7 +65,11 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
     warnings: list[dict[str, str]] = []
     wallet: dict[str, str] | None = None
     chain = runtime.chain
-    if chain is not None:
+    # The leading worker's watcher has read the wallet already: its reading replaces this one
+    # (below), so the node is asked only where there is no such report.
+    report: WatchtowerStatus | None = (
+        runtime.watcher.status() if runtime.watcher is not None else None)
+    if chain is not None and (report is None or report.wallet is None):
         address = runtime.payees[0]
         try:
             balance = int(chain.balance(address, ZERO_ADDRESS))
@@ -97,18 +102,16 @@ def watchtower_state(runtime: Runtime) -> dict[str, Any]:
         "warnings": warnings,
         "wallet": wallet,
     }
-    report = getattr(runtime.watcher, "status", None)
-    if callable(report):
-        _merge_report(state, report())
+    if report is not None:
+        _merge_report(state, report)
     return state
 
 
-def _merge_report(state: dict[str, Any], report: Any) -> None:
-    """Fold a ``Watcher.status()`` report into ``state`` (duck-typed: closing[].channel_id/
-    state, defences[].channel_ids/tx_hash/state, alerts[].kind/message, wallet.address/
-    balance/min_balance/low)."""
+def _merge_report(state: dict[str, Any], report: WatchtowerStatus) -> None:
+    """Fold the watcher's own report into ``state``: each closing channel's state, defences in
+    flight, alerts as warnings, and its wallet reading."""
     by_id = {c["channel_id"]: c for c in state["closing"]}
-    for tx in getattr(report, "defences", ()):
+    for tx in report.defences:
         for cid in tx.channel_ids:
             if not any(d["tx_hash"] == tx.tx_hash and d["channel_id"] == cid
                        for d in state["defences"]):
@@ -116,17 +119,17 @@ def _merge_report(state: dict[str, Any], report: Any) -> None:
                                           "state": tx.state})
             if cid in by_id and by_id[cid]["tx_hash"] is None:
                 by_id[cid]["tx_hash"] = tx.tx_hash
-    for ch in getattr(report, "closing", ()):
+    for ch in report.closing:
         entry = by_id.get(ch.channel_id)
         if entry is not None:
             entry["state"] = ch.state
             entry["defended"] = entry["defended"] or ch.state == "defended"
     kinds = {w["kind"] for w in state["warnings"]}
-    for alert in getattr(report, "alerts", ()):
+    for alert in report.alerts:
         if alert.kind not in kinds:
             state["warnings"].append({"kind": alert.kind, "message": alert.message})
             kinds.add(alert.kind)
-    wallet = getattr(report, "wallet", None)
+    wallet = report.wallet
     if wallet is not None:
         state["wallet"] = {"address": wallet.address, "balance": str(wallet.balance),
                            "needed": str(wallet.min_balance)}

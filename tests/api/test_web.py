@@ -362,7 +362,8 @@ def test_the_event_stream_starts_with_a_snapshot_then_shows_tasks_and_payments_l
 
 
 class _Report:
-    """Shaped like the watchtower branch's ``Watcher.status()`` (channel/defence.py there)."""
+    """A stand-in for ``Watcher.status()`` (``channel.defence.WatchtowerStatus``), with only
+    the fields ``api.watchtower`` reads."""
 
     def __init__(self, cid: str) -> None:
         ns = __import__("types").SimpleNamespace
