@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -209,26 +210,48 @@ class _RecordingSigner(Signer):
         return sig
 
 
+@dataclass
+class _PayerRun:
+    """A live service and a first ``Payer`` that opened a channel and paid 3 x 100; every
+    voucher any payer on the same store signs is recorded in ``signed``."""
+
+    service: Service
+    database_url: str
+    signed: dict[tuple[bytes, int], set[bytes]]
+    new_payer: Callable[[], Payer]
+    first: Payer
+    cid: bytes
+
+    @classmethod
+    def start(  # noqa: PLR0917 - fixtures
+        cls, anvil_node: Node, deployment: Deployment, accounts: Accounts,
+        make_client: MakeClient, make_service: Callable[..., Service], tmp_path: Path,
+    ) -> _PayerRun:
+        database_url = f"sqlite:///{tmp_path / 'payee.db'}"
+        service = make_service(service_env(anvil_node.url, deployment.channels, database_url))
+        service.start()
+        payer_db = f"sqlite:///{tmp_path / 'payer.db'}"
+        signed: dict[tuple[bytes, int], set[bytes]] = {}
+        key = accounts.payer.key.hex()
+
+        def new_payer() -> Payer:
+            return Payer(make_client(accounts.payer), _RecordingSigner(key, signed),
+                         open_payer_store(payer_db))
+
+        first = new_payer()
+        cid = first.open_channel(accounts.payee.address, 10**15, challenge_period=3600)
+        for i in range(3):
+            first.pay(service.url, cid, f"before-{i}", 100)
+        return cls(service, database_url, signed, new_payer, first, cid)
+
+
 @pytest.mark.parametrize("sent", [False, True], ids=["crash-before-send", "crash-after-send"])
 def test_payer_crash_between_signing_and_receipt_resyncs(  # noqa: PLR0917 - fixtures
     sent: bool, anvil_node: Node, deployment: Deployment, accounts: Accounts,
     make_client: MakeClient, make_service: Callable[..., Service], tmp_path: Path,
 ) -> None:
-    database_url = f"sqlite:///{tmp_path / 'payee.db'}"
-    service = make_service(service_env(anvil_node.url, deployment.channels, database_url))
-    service.start()
-    payer_db = f"sqlite:///{tmp_path / 'payer.db'}"
-    signed: dict[tuple[bytes, int], set[bytes]] = {}
-    key = accounts.payer.key.hex()
-
-    def new_payer() -> Payer:
-        return Payer(make_client(accounts.payer), _RecordingSigner(key, signed),
-                     open_payer_store(payer_db))
-
-    first = new_payer()
-    cid = first.open_channel(accounts.payee.address, 10**15, challenge_period=3600)
-    for i in range(3):
-        first.pay(service.url, cid, f"before-{i}", 100)
+    run = _PayerRun.start(anvil_node, deployment, accounts, make_client, make_service, tmp_path)
+    service, first, cid = run.service, run.first, run.cid
     # The crash: a voucher for 300 + 7 is signed and durably recorded, then the process dies,
     # either before the POST left or after the service stored it but before the receipt came.
     voucher = first.signer.sign(first.domain, Voucher(cid, 307))
@@ -240,15 +263,16 @@ def test_payer_crash_between_signing_and_receipt_resyncs(  # noqa: PLR0917 - fix
                           timeout=5).status_code == 201  # the answer is "lost"
     first.close()
 
-    second = new_payer()  # a new process on the same store
+    second = run.new_payer()  # a new process on the same store
     receipt = second.pay(service.url, cid, "after-crash", 5)
     expected_base = 307 if sent else 300
     assert receipt.cumulative_amount == expected_base + 5
     second.pay(service.url, cid, "after-crash-2", 5)
     second.close()
 
-    assert all(len(sigs) == 1 for sigs in signed.values()), signed  # one voucher per amount
-    store = store_for(database_url)
+    # one voucher per amount
+    assert all(len(sigs) == 1 for sigs in run.signed.values()), run.signed
+    store = store_for(run.database_url)
     state = store.channel(cid)
     assert state is not None and state.accepted == expected_base + 10
     service_rows = store.payments(cid)
@@ -258,7 +282,8 @@ def test_payer_crash_between_signing_and_receipt_resyncs(  # noqa: PLR0917 - fix
         p.cumulative_amount for p in service_rows}  # the lost receipt was recovered
     latest = second.store.latest_voucher(cid)
     assert latest is not None and latest[0] == state.accepted
-    record(f"payer-crash/{'after' if sent else 'before'}-send", vouchers_signed=len(signed),
+    record(f"payer-crash/{'after' if sent else 'before'}-send",
+           vouchers_signed=len(run.signed),
            payments=len(service_rows), accepted=state.accepted)
 
 
@@ -270,34 +295,21 @@ def test_payer_crash_after_a_receipt_before_it_is_stored_recovers_it(  # noqa: P
     after pay() returned, before that commit, loses only the receipt, never the voucher: the
     stored voucher is then above the stored receipts, so the next Payer on the store resyncs
     and gets the receipt back from the service before paying again."""
-    database_url = f"sqlite:///{tmp_path / 'payee.db'}"
-    service = make_service(service_env(anvil_node.url, deployment.channels, database_url))
-    service.start()
-    payer_db = f"sqlite:///{tmp_path / 'payer.db'}"
-    signed: dict[tuple[bytes, int], set[bytes]] = {}
-    key = accounts.payer.key.hex()
-
-    def new_payer() -> Payer:
-        return Payer(make_client(accounts.payer), _RecordingSigner(key, signed),
-                     open_payer_store(payer_db))
-
-    first = new_payer()
-    cid = first.open_channel(accounts.payee.address, 10**15, challenge_period=3600)
-    for i in range(3):
-        first.pay(service.url, cid, f"before-{i}", 100)
+    run = _PayerRun.start(anvil_node, deployment, accounts, make_client, make_service, tmp_path)
+    service, first, cid = run.service, run.first, run.cid
     # The crash: no flush/close; the last receipt (300) was only in memory.
     assert first.store.latest_voucher(cid) is not None
     assert first.store.latest_voucher(cid)[0] == 300  # type: ignore[index]
     assert first.store.latest_receipt_amount(cid) == 200
     first.http.close()
 
-    second = new_payer()
+    second = run.new_payer()
     assert second.pay(service.url, cid, "after-crash", 5).cumulative_amount == 305
     second.close()
-    assert all(len(sigs) == 1 for sigs in signed.values()), signed
-    service_rows = store_for(database_url).payments(cid)
+    assert all(len(sigs) == 1 for sigs in run.signed.values()), run.signed
+    service_rows = store_for(run.database_url).payments(cid)
     payer_rows = second.store.receipts(cid)
     assert {int(r["cumulative_amount"]) for r in payer_rows} == {
         p.cumulative_amount for p in service_rows} == {100, 200, 300, 305}
-    record("payer-crash/after-receipt", vouchers_signed=len(signed),
+    record("payer-crash/after-receipt", vouchers_signed=len(run.signed),
            payments=len(service_rows), receipts=len(payer_rows))

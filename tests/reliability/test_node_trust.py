@@ -143,6 +143,17 @@ def _pay(service: PayeeService, accounts: Accounts, deployment: Deployment, cid:
                    cumulative, sig, int(time.time()))
 
 
+def _earning_channel(make_client: MakeClient, accounts: Accounts, deployment: Deployment,
+                     tmp_path: Path) -> tuple[ChainClient, bytes, PayeeStore]:
+    """A fresh channel to the payee with ``EARNED`` accepted in a new store: worth defending."""
+    payer = make_client(accounts.payer)
+    cid = payer.open(accounts.payee.address, DEPOSIT, challenge_period=PERIOD,
+                     salt=os.urandom(32))[0]
+    store = _store(tmp_path)
+    _pay(_service(store, accounts, deployment, make_client()), accounts, deployment, cid, EARNED)
+    return payer, cid, store
+
+
 # --- item 4: getLogs ---------------------------------------------------------------------------
 
 
@@ -213,12 +224,7 @@ def test_following_error_does_not_stop_defence(
     make_client: MakeClient, accounts: Accounts, deployment: Deployment, proxy: CappedProxy,
     tmp_path: Path,
 ) -> None:
-    payer = make_client(accounts.payer)
-    cid = payer.open(accounts.payee.address, DEPOSIT, challenge_period=PERIOD,
-                     salt=os.urandom(32))[0]
-    store = _store(tmp_path)
-    service = _service(store, accounts, deployment, make_client())
-    _pay(service, accounts, deployment, cid, EARNED)
+    payer, cid, store = _earning_channel(make_client, accounts, deployment, tmp_path)
     watcher = Watcher(_client_on(proxy.url, deployment, accounts.payee), store,
                       frozenset({accounts.payee.address}),
                       policy=ClaimPolicy(default_threshold=10**30))
@@ -238,12 +244,7 @@ def test_a_long_catch_up_does_not_delay_defence(
     make_client: MakeClient, accounts: Accounts, deployment: Deployment, w3: Web3,
     tmp_path: Path,
 ) -> None:
-    payer = make_client(accounts.payer)
-    cid = payer.open(accounts.payee.address, DEPOSIT, challenge_period=PERIOD,
-                     salt=os.urandom(32))[0]
-    store = _store(tmp_path)
-    service = _service(store, accounts, deployment, make_client())
-    _pay(service, accounts, deployment, cid, EARNED)
+    payer, cid, store = _earning_channel(make_client, accounts, deployment, tmp_path)
     watcher = Watcher(make_client(accounts.payee), store, frozenset({accounts.payee.address}),
                       policy=ClaimPolicy(default_threshold=10**30), max_range=5, max_chunks=2)
     while watcher.poll_once().to_block != w3.eth.block_number:
@@ -356,12 +357,7 @@ def test_a_reorg_while_following_cannot_hide_a_close(
     """The block hash is pinned before getLogs. Here the followed block is replaced, between
     the logs and the cursor write, by one holding the payer's ``startClose``: logs of the old
     branch must not be saved as the new branch's cursor (the close would never be seen)."""
-    payer = make_client(accounts.payer)
-    cid = payer.open(accounts.payee.address, DEPOSIT, challenge_period=PERIOD,
-                     salt=os.urandom(32))[0]
-    store = _store(tmp_path)
-    service = _service(store, accounts, deployment, make_client())
-    _pay(service, accounts, deployment, cid, EARNED)
+    payer, cid, store = _earning_channel(make_client, accounts, deployment, tmp_path)
     reader = make_client(accounts.payee)
     watcher = Watcher(reader, store, frozenset({accounts.payee.address}),
                       policy=ClaimPolicy(default_threshold=10**30))
