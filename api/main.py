@@ -10,6 +10,7 @@ leadership (``api.leader``), so exactly one watcher acts across workers and repl
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -320,6 +321,11 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         app.state.runtime = runtime
         if elector is not None:
             elector.start()
+        # The modules, the ABI and the app are loaded for good: out of the collector's sight,
+        # a full collection scans only what requests allocate (a 2 s bench run otherwise
+        # paused once or twice for ~80 ms, every connection's p99).
+        gc.collect()
+        gc.freeze()
         try:
             async with events.following(runtime):
                 yield
