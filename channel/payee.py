@@ -784,7 +784,9 @@ class GroupCommitter:
     under load the batch grows with the queue instead of with a fixed wait. The decider sees the
     in-flight batch's channel states (an overlay), so consecutive payments on one channel
     can sit in consecutive batches; if a batch loses its compare-and-set, the batch decided
-    on top of it is redone request by request against the database.
+    on top of it is redone request by request against the database. A batch decided while
+    nothing is in flight and nothing is queued (one client paying in sequence) is committed by
+    the decider itself: one thread hand-off less per lone payment.
     """
 
     def __init__(
@@ -867,6 +869,7 @@ class GroupCommitter:
                 overlay = {c: st for c, (_, st) in self._overlay.items()}
                 inflight = set(self._inflight_tasks)
                 depends = {n for n, _ in self._overlay.values()}
+                idle = not self._overlay and not self._inflight_tasks
             try:
                 plan = self.service._plan([r for r, _ in batch], overlay, inflight)
             except Exception as exc:  # never leave a caller waiting forever
@@ -878,7 +881,13 @@ class GroupCommitter:
                     self._overlay[c] = (seq, st)
                 for key in plan.tasks:
                     self._inflight_tasks[key] = seq
-            self._plans.put(_InFlight(seq, plan, [f for _, f in batch], depends))
+            item = _InFlight(seq, plan, [f for _, f in batch], depends)
+            if idle and self._queue.empty():
+                # Nothing in flight and nothing waiting (one client paying in sequence): commit
+                # here instead of waking the committer thread, one thread hand-off less.
+                self._complete(item)
+                continue
+            self._plans.put(item)
             # Decide the next batch only once the committer has taken this one: payments
             # arriving meanwhile then join the batch committed right after it, instead of a
             # small batch decided early and left waiting a whole commit in the hand-off.
@@ -927,43 +936,48 @@ class GroupCommitter:
             self._plans.task_done()
             if item is None:
                 return
-            self.batches += 1
-            self.items += len(item.futures)
+            self._complete(item)
+
+    def _complete(self, item: _InFlight) -> None:
+        """Commit one decided batch and answer its callers (committer thread, or the decider
+        itself for a lone batch when nothing else is in flight)."""
+        self.batches += 1
+        self.items += len(item.futures)
+        with self._lock:
+            redo = bool(item.depends & self._failed)
+        committed: bool | StoreError = False
+        try:
+            if not redo:
+                committed = self.service._commit(item.plan)
+        except Exception as exc:  # a bug or an unmapped error: still only this batch's
+            log.exception("payment batch %d failed", item.seq)
+            committed = StoreError(f"payment batch failed: {type(exc).__name__}")
+        finally:
+            # Whatever happened, the batch leaves the overlay: the database is the truth
+            # again for its channels unless a newer batch is in flight. A stale overlay
+            # entry would have every later payment on those channels decided on a state
+            # that never reached the database.
             with self._lock:
-                redo = bool(item.depends & self._failed)
-            committed: bool | StoreError = False
-            try:
-                if not redo:
-                    committed = self.service._commit(item.plan)
-            except Exception as exc:  # a bug or an unmapped error: still only this batch's
-                log.exception("payment batch %d failed", item.seq)
-                committed = StoreError(f"payment batch failed: {type(exc).__name__}")
-            finally:
-                # Whatever happened, the batch leaves the overlay: the database is the truth
-                # again for its channels unless a newer batch is in flight. A stale overlay
-                # entry would have every later payment on those channels decided on a state
-                # that never reached the database.
-                with self._lock:
-                    if committed is not True:
-                        self._failed.add(item.seq)
-                    for c, (n, _) in list(self._overlay.items()):
-                        if n == item.seq:
-                            del self._overlay[c]
-                    for key, n in list(self._inflight_tasks.items()):
-                        if n == item.seq:
-                            del self._inflight_tasks[key]
-                    self._failed = {n for n in self._failed if n >= item.seq - 1}
-            try:
-                results = self.service._finish(item.plan, committed, redo_all=redo)
-            except Exception as exc:  # never leave a caller waiting forever
-                for fut in item.futures:
-                    fut.set_exception(exc)
-                continue
-            for fut, res in zip(item.futures, results, strict=True):
-                if isinstance(res, BaseException):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
+                if committed is not True:
+                    self._failed.add(item.seq)
+                for c, (n, _) in list(self._overlay.items()):
+                    if n == item.seq:
+                        del self._overlay[c]
+                for key, n in list(self._inflight_tasks.items()):
+                    if n == item.seq:
+                        del self._inflight_tasks[key]
+                self._failed = {n for n in self._failed if n >= item.seq - 1}
+        try:
+            results = self.service._finish(item.plan, committed, redo_all=redo)
+        except Exception as exc:  # never leave a caller waiting forever
+            for fut in item.futures:
+                fut.set_exception(exc)
+            return
+        for fut, res in zip(item.futures, results, strict=True):
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
 
 
 @dataclass(frozen=True, slots=True)
