@@ -1094,10 +1094,22 @@ class PayeeStore:
         ]
         try:
             with sql.write() as cur:
-                for params in cas_params:
-                    cur.execute(sql.cas_update, params)
-                    if cur.rowcount != 1:
+                if sql.postgres and len(cas_params) > 1:
+                    # One network flight for all of them: psycopg pipelines an executemany
+                    # (the server still runs them one by one, in this order); RETURNING
+                    # says per channel whether its compare-and-set matched.
+                    cur.executemany(sql.cas_update + " RETURNING 1", cas_params,
+                                    returning=True)
+                    matched = cur.rowcount == 1
+                    while matched and cur.nextset():
+                        matched = cur.rowcount == 1
+                    if not matched:
                         raise _LostRaceError
+                else:
+                    for params in cas_params:
+                        cur.execute(sql.cas_update, params)
+                        if cur.rowcount != 1:
+                            raise _LostRaceError
                 cur.executemany(sql.insert_payment, rows)
                 if paid_tasks:
                     cur.executemany(sql.mark_task_paid, paid_tasks)

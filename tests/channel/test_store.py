@@ -129,6 +129,10 @@ OTHER = b"\xc2" * 32
         ([pending(6, 7, task=10), pending(3, 4, task=11, cid=OTHER)], "other channel moved"),
         ([pending(6, 7, task=10), pending(7, 8, task=1)], "task 1 is already stored"),
         ([pending(5, 7, task=10)], "previous amount is stale"),
+        # Two channels, the one that moved on either side of the one that did not (PostgreSQL
+        # sends both compare-and-sets in one flight and must still see each row's miss).
+        ([pending(5, 7, task=10), pending(0, 1, task=11, cid=OTHER)], "first of two is stale"),
+        ([pending(6, 7, task=10), pending(1, 2, task=11, cid=OTHER)], "second of two is stale"),
     ],
 )
 def test_batch_that_lost_a_race_writes_nothing(
