@@ -165,7 +165,7 @@ def section_metrics(res: Results, quick: bool) -> None:
 # --- (2) the payee pipeline in-process -------------------------------------------------------
 
 def section_pipeline(res: Results, quick: bool) -> None:
-    argv = [PY, str(SCRIPTS / "bench_core.py"), "-n", "600" if quick else "4000",
+    argv = [PY, str(SCRIPTS / "bench_core.py"), "-n", "2000" if quick else "6000",
             "--postgres", postgres_url()]
     why = bench_http.postgres_ok(postgres_url())
     if why is not None:
@@ -191,11 +191,15 @@ def section_pipeline(res: Results, quick: bool) -> None:
         committer = next((v for k, v in data.items()
                           if k.startswith(f"{backend}_group_committer_") and k.endswith("_per_s")),
                          None)
+        # The baseline commits the very same payments (same channels, batches of 64 on
+        # distinct channels) with direct accept_many calls; the batch64 figure above spreads
+        # its payments over 8 channels, a cheaper shape (8 compare-and-sets a batch, not 64).
         direct = next((v for k, v in data.items()
-                       if k.startswith(f"{backend}_group_commit_batch")), None)
+                       if k.startswith(f"{backend}_direct_batch")), None)
         if committer and direct:
             res.add("pipeline", f"{backend} group committer vs direct accept_many batches",
-                    committer, "/s", "direct accept_many batches (same run)", direct,
+                    committer, "/s", "direct accept_many batches of the same payments (same run)",
+                    direct,
                     goal=">= 0.85 x direct" if backend == "sqlite" else "",
                     met=(lambda f: f.ratio >= 0.85) if backend == "sqlite" else None)
     if not any(k.startswith("postgres") for k in data) and why is None:

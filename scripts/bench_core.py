@@ -130,6 +130,21 @@ def run_backend(  # noqa: PLR0917 - a script's plain entry point
     # payer needs the receipt before paying again), like an async server's event loops.
     callers = 8
     channels = callers * inflight
+
+    # Its baseline: the very same payments (as many channels, each batch of `batch` on as
+    # many distinct channels) committed by direct accept_many calls, no threads: what the
+    # committer's hand-offs and pipelining cost or gain, apart from the workload's shape.
+    service = fresh_service(make_url(), payer, payee, channels)
+    reqs = make_requests(payer, n, "same", channels)
+
+    def batched_same() -> None:
+        for i in range(0, n, batch):
+            results = service.accept_many(reqs[i : i + batch])
+            bad = [r for r in results if isinstance(r, Exception)]
+            if bad:
+                raise RuntimeError(bad[0])
+
+    figures[f"{name}_direct_batch{batch}_{channels}_channels_per_s"] = timed(batched_same, n)
     service = fresh_service(make_url(), payer, payee, channels)
     reqs = make_requests(payer, n, "committer", channels)
     committer = GroupCommitter(service, max_batch=max(batch, channels))
