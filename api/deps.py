@@ -25,7 +25,7 @@ from channel.config import Settings
 from channel.errors import AccessDenied, AccessRequired
 from channel.messages import Domain
 from channel.payee import GroupCommitter, PayeeService, TokenInfo
-from channel.store import PayeeStore
+from channel.store import PayeeStore, WalCheckpointer
 
 if TYPE_CHECKING:  # at run time ``_event_hub`` imports it (one hunk, beside other branches)
     from api.events import EventHub
@@ -66,6 +66,8 @@ class Runtime:
     payees: tuple[str, ...]
     node_check: Callable[[], None]
     committer: GroupCommitter | None = None
+    checkpointer: WalCheckpointer | None = None
+    """Checkpoints SQLite's WAL off the commit path (``channel.store.WalCheckpointer``)."""
     events: EventHub = field(default_factory=_event_hub)
     """This process's event stream (``GET /v1/events``)."""
     chain: Any = None

@@ -36,7 +36,7 @@ from channel.messages import DOMAIN_NAME, DOMAIN_VERSION, MAX_UINT256, ZERO_ADDR
 from channel.payee import ChannelSource, GroupCommitter, PayeeService, TokenInfo
 from channel.signing import Signer
 from channel.state import ChannelStatus, OnchainChannel
-from channel.store import PayeeStore, make_engine, migrate
+from channel.store import PayeeStore, WalCheckpointer, make_engine, migrate
 
 __all__ = ["ChainChannelSource", "Overrides", "create_app"]
 
@@ -146,7 +146,7 @@ def _set_wallet_gauges(balance: int, low: bool) -> None:
 
 
 def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderElector | None]:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, background_checkpoints=True)
     with migration_lock(settings.database_url):
         migrate(engine)
     key = _load_key(settings)
@@ -198,6 +198,7 @@ def _build(settings: Settings, overrides: Overrides) -> tuple[Runtime, LeaderEle
         payees=(signer.address,),
         node_check=overrides.node_check or (chain.block_number if chain else lambda: None),
         committer=GroupCommitter(service) if group_commit else None,
+        checkpointer=WalCheckpointer(engine).start(),
         claim=(lambda c, amount, sig: chain.claim(c, amount, sig).tx_hash) if chain else None,
         tokens=tokens,
         chain_status=(lambda: read_status(chain, store)) if chain is not None else None,
@@ -334,6 +335,8 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
                 elector.stop()
             if runtime.committer is not None:
                 runtime.committer.close()
+            if runtime.checkpointer is not None:
+                runtime.checkpointer.stop()
             runtime.engine.dispose()
 
     app = FastAPI(

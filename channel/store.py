@@ -32,6 +32,9 @@ and ``state_changes`` (chain state changes for replay; payments are their own lo
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -80,11 +83,14 @@ __all__ = [
     "StoredReceipt",
     "StoredTask",
     "TaskRow",
+    "WalCheckpointer",
     "make_engine",
     "metadata",
     "migrate",
     "prior_of",
 ]
+
+log = logging.getLogger(__name__)
 
 _U256_DIGITS: Final = 78  # len(str(2**256 - 1))
 
@@ -331,8 +337,82 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets its directory created and the PRAGMAs above."""
+# With a WalCheckpointer the connections leave checkpoints to it; this many WAL pages (64 MiB)
+# still make a commit checkpoint by itself should the checkpointer fall behind or stop.
+_FALLBACK_AUTOCHECKPOINT: Final = 16_384
+
+
+def _no_inline_checkpoints(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_AUTOCHECKPOINT}")
+    cursor.close()
+
+
+class WalCheckpointer:
+    """Copies SQLite's WAL into the database file from a thread of its own.
+
+    By default SQLite checkpoints inside the commit that pushes the WAL past 1,000 pages: that
+    commit then also writes those pages to the database file and fsyncs it, and the group
+    committer's pipeline (and every payment queued behind it) stalls for it, several times a
+    second under load. Here a ``PASSIVE`` checkpoint runs every ``interval`` seconds on a
+    connection of its own (it never blocks a reader or the writer, and the sqlite3 module
+    releases the GIL while it runs); the engine's connections checkpoint by themselves only
+    past ``_FALLBACK_AUTOCHECKPOINT`` pages. Use with an engine made with
+    ``make_engine(url, background_checkpoints=True)``; a no-op for other databases.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.checkpoints = 0
+        """Checkpoints that copied at least one page."""
+        database = engine.url.database
+        self._path = (
+            database
+            if engine.url.get_backend_name() == "sqlite" and database and database != ":memory:"
+            and not database.startswith("file:")
+            else None
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WalCheckpointer:
+        if self._path is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        assert self._path is not None
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(self.interval):
+                # Again at once while commits landed meanwhile (a few tries): the writer
+                # starts the WAL over only once every frame in it has been copied.
+                for _ in range(4):
+                    try:
+                        _busy, frames, copied = conn.execute(
+                            "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    except sqlite3.Error as exc:  # e.g. busy: the next round tries again
+                        log.debug("background WAL checkpoint skipped: %s", exc)
+                        break
+                    if copied > 0:
+                        self.checkpoints += 1
+                    if copied >= frames:
+                        break
+        finally:
+            conn.close()
+
+
+def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite gets its directory created and the PRAGMAs above.
+    ``background_checkpoints``: SQLite leaves WAL checkpoints to a ``WalCheckpointer``."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         database = sa_url.database
@@ -343,6 +423,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connect_args.setdefault("check_same_thread", False)
         engine = sa.create_engine(sa_url, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if background_checkpoints:
+            event.listen(engine, "connect", _no_inline_checkpoints)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if sa_url.get_backend_name() == "postgresql":

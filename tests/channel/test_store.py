@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +32,7 @@ from channel.store import (
     PayerStore,
     PendingPayment,
     StoredConsent,
+    WalCheckpointer,
     make_engine,
     metadata,
     migrate,
@@ -78,6 +81,48 @@ def test_sqlite_pragmas(tmp_path: object) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_wal_checkpoints_leave_the_commit_path(tmp_path: object) -> None:
+    """With background checkpoints a commit no longer copies the WAL into the database file
+    every 1,000 pages (SQLite's default); the checkpointer thread does, and the data is whole."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    engine = make_engine(url, background_checkpoints=True)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 16_384
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # still FULL
+    with make_engine(url).connect() as conn:  # the default engine keeps SQLite's own
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1_000
+    checkpointer = WalCheckpointer(engine, interval=0.01).start()
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (v BLOB)")
+        for _ in range(50):  # ~100 pages through the WAL, 50 commits
+            with engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(8000))")
+        deadline = time.monotonic() + 10
+        while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        checkpointer.stop()
+    assert checkpointer.checkpoints > 0
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 50
+    engine.dispose()
+    # Outside any transaction, a last checkpoint finds everything already copied.
+    raw = sqlite3.connect(f"{tmp_path}/x.db", isolation_level=None)
+    try:
+        busy, frames, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        raw.close()
+    assert busy == 0 and copied == frames
+
+
+def test_wal_checkpointer_is_a_no_op_off_sqlite_files() -> None:
+    for url in ("sqlite://", "postgresql://nobody@127.0.0.1:1/none"):
+        checkpointer = WalCheckpointer(make_engine(url)).start()
+        checkpointer.stop()
+        assert checkpointer.checkpoints == 0
 
 
 @pytest.mark.parametrize("value", [0, 1, 2**53 + 1, 2**63, 2**64 + 1, 10**77, MAX_UINT256])
