@@ -418,6 +418,11 @@ def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any
         database = sa_url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # The most recently used connection first: a lone payment's read and its commit
+            # then share one connection and its page cache. Round robin (the default) hands
+            # each checkout a connection whose cache another connection's commit has just
+            # invalidated. (Only a file database has a queue pool to order.)
+            kwargs.setdefault("pool_use_lifo", True)
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("isolation_level", None)
         connect_args.setdefault("check_same_thread", False)
