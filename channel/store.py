@@ -520,6 +520,11 @@ class PendingPayment:
 _RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 
 
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows of equal length as one list per column (PostgreSQL ``unnest`` arrays)."""
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
 class _LostRaceError(Exception):
     """Internal: the compare-and-set matched no row; the transaction must roll back."""
 
@@ -716,6 +721,21 @@ class _DriverSQL:
         self.cas_update = (
             f"UPDATE channels SET accepted={m}, voucher_signature={m}, updated_at={m} "  # noqa: S608
             f"WHERE channel_id={m} AND accepted={m} AND revision={m}"
+        )
+        # PostgreSQL only: a whole batch per statement (accept_payments).
+        self.lock_channels = (
+            "SELECT 1 FROM channels WHERE channel_id = ANY(%s) ORDER BY channel_id FOR UPDATE"
+        )
+        self.bulk_cas_update = (
+            "UPDATE channels AS c SET accepted = v.new, voucher_signature = v.sig, "
+            "updated_at = v.now FROM unnest(%s::numeric[], %s::text[], %s::float8[], "
+            "%s::text[], %s::numeric[], %s::bigint[]) AS v(new, sig, now, cid, prev, rev) "
+            "WHERE c.channel_id = v.cid AND c.accepted = v.prev AND c.revision = v.rev"
+        )
+        self.bulk_insert_payments = (
+            f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) "  # noqa: S608
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[], "
+            "%s::numeric[], %s::text[], %s::text[], %s::float8[])"
         )
         self.insert_payment = (
             f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) "  # noqa: S608
@@ -1181,23 +1201,23 @@ class PayeeStore:
         ]
         try:
             with sql.write() as cur:
-                if sql.postgres and len(cas_params) > 1:
-                    # One network flight for all of them: psycopg pipelines an executemany
-                    # (the server still runs them one by one, in this order); RETURNING
-                    # says per channel whether its compare-and-set matched.
-                    cur.executemany(sql.cas_update + " RETURNING 1", cas_params,
-                                    returning=True)
-                    matched = cur.rowcount == 1
-                    while matched and cur.nextset():
-                        matched = cur.rowcount == 1
-                    if not matched:
+                if sql.postgres and len(rows) > 1:
+                    # Three statements for the whole batch instead of one per channel and
+                    # one per payment (each a server-side execution): lock the channel rows
+                    # in the global order, compare-and-set them all in one UPDATE (the
+                    # locks are already ours, so its own row order cannot deadlock), insert
+                    # every payment from arrays.
+                    cur.execute(sql.lock_channels, ([c[3] for c in cas_params],))
+                    cur.execute(sql.bulk_cas_update, _columns(cas_params))
+                    if cur.rowcount != len(cas_params):
                         raise _LostRaceError
+                    cur.execute(sql.bulk_insert_payments, _columns(rows))
                 else:
                     for params in cas_params:
                         cur.execute(sql.cas_update, params)
                         if cur.rowcount != 1:
                             raise _LostRaceError
-                cur.executemany(sql.insert_payment, rows)
+                    cur.executemany(sql.insert_payment, rows)
                 if paid_tasks:
                     cur.executemany(sql.mark_task_paid, paid_tasks)
         except _LostRaceError:

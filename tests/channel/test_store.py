@@ -168,6 +168,24 @@ def test_batch_commits_all_together(store: PayeeStore) -> None:
 OTHER = b"\xc2" * 32
 
 
+def test_batch_on_many_channels_keeps_uint256_amounts(store: PayeeStore) -> None:
+    """A batch across channels with amounts far past 64 bits (PostgreSQL writes it from
+    arrays in three statements; SQLite row by row): every value comes back exact."""
+    store.upsert_channel(make_onchain(CID, deposit=MAX_UINT256))
+    store.upsert_channel(make_onchain(OTHER, deposit=MAX_UINT256))
+    big = MAX_UINT256 - 5
+    assert store.accept_payments([
+        pending(0, 2**64 + 1, task=1), pending(2**64 + 1, big, task=2),
+        pending(0, 7, task=3, cid=OTHER), pending(7, MAX_UINT256, task=4, cid=OTHER),
+    ])
+    assert store.channel(CID).accepted == big  # type: ignore[union-attr]
+    assert store.channel(OTHER).accepted == MAX_UINT256  # type: ignore[union-attr]
+    assert [(p.amount, p.cumulative_amount) for p in store.payments(CID)] == [
+        (2**64 + 1, 2**64 + 1), (big - 2**64 - 1, big)]
+    assert [(p.amount, p.cumulative_amount) for p in store.payments(OTHER)] == [
+        (7, 7), (MAX_UINT256 - 7, MAX_UINT256)]
+
+
 @pytest.mark.parametrize(
     ("batch", "why"),
     [
