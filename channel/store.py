@@ -1213,10 +1213,11 @@ class PayeeStore:
                         raise _LostRaceError
                     cur.execute(sql.bulk_insert_payments, _columns(rows))
                 else:
-                    for params in cas_params:
-                        cur.execute(sql.cas_update, params)
-                        if cur.rowcount != 1:
-                            raise _LostRaceError
+                    # One prepared statement for every channel; each matches at most its
+                    # own row (the primary key), so the total says whether all of them did.
+                    cur.executemany(sql.cas_update, cas_params)
+                    if cur.rowcount != len(cas_params):
+                        raise _LostRaceError
                     cur.executemany(sql.insert_payment, rows)
                 if paid_tasks:
                     cur.executemany(sql.mark_task_paid, paid_tasks)
