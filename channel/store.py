@@ -811,19 +811,33 @@ class _DriverSQL:
             f"WHERE channel_id IN ({self.marks(len(cids))})", cids)
         return [_ChannelTuple(row) for row in cur.fetchall()]
 
-    def select_payments(self, cur: Any, cids: Sequence[str], ths: Sequence[str]) -> list[Any]:
-        cur.execute(
-            f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments "  # noqa: S608 - constants and placeholders only
-            f"WHERE channel_id IN ({self.marks(len(cids))}) "
-            f"AND task_hash IN ({self.marks(len(ths))})", [*cids, *ths])
+    # The (channel, task hash) pairs are joined as a list of keys: one unique-index probe per
+    # pair. ``channel_id IN (...) AND task_hash IN (...)`` probed every combination (64 x 64
+    # for a batch of 64 on as many channels), which at 1M stored payments cost 5x the rest.
+
+    def select_payments(self, cur: Any, pairs: Sequence[tuple[str, str]]) -> list[Any]:
+        columns = ", ".join(f"p.{c}" for c in _PAYMENT_COLUMNS)
+        cur.execute(self._join_keys(f"SELECT {columns}", "payments", len(pairs)),
+                    self._key_params(pairs))
         return [_PaymentTuple(row) for row in cur.fetchall()]
 
-    def select_tasks(self, cur: Any, cids: Sequence[str], ths: Sequence[str]) -> list[Any]:
-        cur.execute(
-            "SELECT channel_id, task_hash, amount FROM tasks "  # noqa: S608 - constants and placeholders only
-            f"WHERE channel_id IN ({self.marks(len(cids))}) "
-            f"AND task_hash IN ({self.marks(len(ths))})", [*cids, *ths])
+    def select_tasks(self, cur: Any, pairs: Sequence[tuple[str, str]]) -> list[Any]:
+        cur.execute(self._join_keys("SELECT p.channel_id, p.task_hash, p.amount", "tasks",
+                                    len(pairs)), self._key_params(pairs))
         return cur.fetchall()  # type: ignore[no-any-return]
+
+    def _join_keys(self, select: str, table: str, n: int) -> str:
+        """``select`` from ``table`` (as ``p``) joined to ``n`` (channel_id, task_hash) keys."""
+        on = f"JOIN {table} p ON p.channel_id = k.c AND p.task_hash = k.t"
+        if self.postgres:
+            return f"{select} FROM unnest(%s::text[], %s::text[]) AS k(c, t) {on}"
+        keys = ", ".join(["(?, ?)"] * n)
+        return f"WITH k(c, t) AS (VALUES {keys}) {select} FROM k {on}"
+
+    def _key_params(self, pairs: Sequence[tuple[str, str]]) -> list[Any]:
+        if self.postgres:
+            return [[c for c, _ in pairs], [t for _, t in pairs]]
+        return [x for pair in pairs for x in pair]
 
 
 def _row_type(name: str, columns: Sequence[str], u256: Sequence[str]) -> type:
@@ -877,8 +891,8 @@ class PayeeStore:
         wanted = set(keys)
         if not wanted:
             return Snapshot({}, {}, {})
-        cids = sorted({_hex(c) for c, _ in wanted})
-        ths = sorted({_hex(t) for _, t in wanted})
+        pairs = sorted({(_hex(c), _hex(t)) for c, t in wanted})
+        cids = sorted({c for c, _ in pairs})
         sql = self._sql
         try:
             with _db_errors("the payment lookup"), sql.connection() as raw:
@@ -891,11 +905,12 @@ class PayeeStore:
                         cur.execute("BEGIN")
                         begun = True
                     rows = sql.select_channels(cur, cids)
-                    pays = sql.select_payments(cur, cids, ths)
+                    pays = sql.select_payments(cur, pairs)
                     # A task request bumps its channel's revision in the same transaction, so
                     # a channel still at revision 0 (most of them: metered use) has no tasks.
-                    asked = [r.channel_id for r in rows if r.revision]
-                    tasks = sql.select_tasks(cur, asked, ths) if asked else []
+                    asked = {r.channel_id for r in rows if r.revision}
+                    tasks = sql.select_tasks(cur, [p for p in pairs if p[0] in asked]) \
+                        if asked else []
                 finally:
                     try:
                         if sql.postgres:
