@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -116,6 +118,40 @@ def test_wal_checkpoints_leave_the_commit_path(tmp_path: object) -> None:
     finally:
         raw.close()
     assert busy == 0 and copied == frames
+
+
+def test_hot_path_writers_queue_on_one_lock_across_threads_and_processes(
+    tmp_path: object,
+) -> None:
+    """The payee store's write transactions wait on a flock beside the database (woken as
+    soon as it is free) instead of SQLite's sleeping busy handler; another process cannot
+    take it while a write holds it, and a thread of the same process waits its turn."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    engine = make_engine(url)
+    migrate(engine)
+    store = PayeeStore(engine)
+    store.upsert_channel(make_onchain(CID))
+    lock_file = f"{tmp_path}/x.db-writers.lock"
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')")
+    order: list[str] = []
+    with store._sql.write() as cur:  # a write transaction in progress
+        got = subprocess.run([sys.executable, "-c", probe, lock_file], capture_output=True,
+                             text=True, check=True, timeout=30).stdout.strip()
+        other = threading.Thread(
+            target=lambda: order.append(
+                "second" if store.accept_payments([pending(0, 1, task=1)]) else "lost"))
+        other.start()
+        time.sleep(0.2)
+        order.append("first")
+        cur.execute("SELECT 1")
+    other.join(10)
+    assert got == "held"
+    assert order == ["first", "second"]
+    assert subprocess.run([sys.executable, "-c", probe, lock_file], capture_output=True,
+                          text=True, check=True, timeout=30).stdout.strip() == "free"
+    assert store.channel(CID).accepted == 1  # type: ignore[union-attr]
 
 
 def test_wal_checkpointer_is_a_no_op_off_sqlite_files() -> None:
