@@ -339,6 +339,15 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _sqlite_file(url: sa.URL) -> str | None:
+    """The file of a SQLite database URL; None for other backends, memory and ``file:`` URIs."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return database
+
+
 # With a WalCheckpointer the connections leave checkpoints to it; this many WAL pages (64 MiB)
 # still make a commit checkpoint by itself should the checkpointer fall behind or stop.
 _FALLBACK_AUTOCHECKPOINT: Final = 16_384
@@ -367,13 +376,7 @@ class WalCheckpointer:
         self.interval = interval
         self.checkpoints = 0
         """Checkpoints that copied at least one page."""
-        database = engine.url.database
-        self._path = (
-            database
-            if engine.url.get_backend_name() == "sqlite" and database and database != ":memory:"
-            and not database.startswith("file:")
-            else None
-        )
+        self._path = _sqlite_file(engine.url)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -395,19 +398,14 @@ class WalCheckpointer:
         try:
             conn.execute("PRAGMA busy_timeout=1000")
             while not self._stop.wait(self.interval):
-                # Again at once while commits landed meanwhile (a few tries): the writer
-                # starts the WAL over only once every frame in it has been copied.
-                for _ in range(4):
-                    try:
-                        _busy, frames, copied = conn.execute(
-                            "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    except sqlite3.Error as exc:  # e.g. busy: the next round tries again
-                        log.debug("background WAL checkpoint skipped: %s", exc)
-                        break
-                    if copied > 0:
-                        self.checkpoints += 1
-                    if copied >= frames:
-                        break
+                try:
+                    _busy, _frames, copied = conn.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # e.g. busy: the next round tries again
+                    log.debug("background WAL checkpoint skipped: %s", exc)
+                    continue
+                if copied > 0:
+                    self.checkpoints += 1
         finally:
             conn.close()
 
@@ -417,8 +415,8 @@ def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any
     ``background_checkpoints``: SQLite leaves WAL checkpoints to a ``WalCheckpointer``."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
-        database = sa_url.database
-        if database and database != ":memory:" and not database.startswith("file:"):
+        database = _sqlite_file(sa_url)
+        if database is not None:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             # The most recently used connection first: a lone payment's read and its commit
             # then share one connection and its page cache. Round robin (the default) hands
@@ -758,12 +756,9 @@ class _DriverSQL:
         self.postgres = engine.dialect.name == "postgresql"
         self.dbapi: Any = engine.dialect.dbapi
         self.mark = "%s" if self.postgres else "?"
-        database = engine.url.database
+        database = _sqlite_file(engine.url)
         self._writers = (
-            _WriterLock.beside(database)
-            if serialize_writers and not self.postgres and database
-            and database != ":memory:" and not database.startswith("file:")
-            else None
+            _WriterLock.beside(database) if serialize_writers and database is not None else None
         )
         m = self.mark
         # Only constant column names and placeholders are formatted into these statements.
