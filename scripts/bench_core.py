@@ -93,6 +93,19 @@ def timed(fn: Callable[[], object], n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def direct_batches(service: PayeeService, reqs: list[PaymentRequest], batch: int) -> float:
+    """Payments/s committing ``reqs`` with direct ``accept_many`` calls of ``batch`` each."""
+
+    def run() -> None:
+        for i in range(0, len(reqs), batch):
+            results = service.accept_many(reqs[i : i + batch])
+            bad = [r for r in results if isinstance(r, Exception)]
+            if bad:
+                raise RuntimeError(bad[0])
+
+    return timed(run, len(reqs))
+
+
 def run_backend(  # noqa: PLR0917 - a script's plain entry point
     name: str,
     make_url: Callable[[], str],
@@ -113,17 +126,8 @@ def run_backend(  # noqa: PLR0917 - a script's plain entry point
 
     figures[f"{name}_single_commit_per_s"] = timed(one_by_one, n)
 
-    service = fresh_service(make_url(), payer, payee)
-    reqs = make_requests(payer, n, "batch")
-
-    def batched() -> None:
-        for i in range(0, n, batch):
-            results = service.accept_many(reqs[i : i + batch])
-            bad = [r for r in results if isinstance(r, Exception)]
-            if bad:
-                raise RuntimeError(bad[0])
-
-    figures[f"{name}_group_commit_batch{batch}_per_s"] = timed(batched, n)
+    figures[f"{name}_group_commit_batch{batch}_per_s"] = direct_batches(
+        fresh_service(make_url(), payer, payee), make_requests(payer, n, "batch"), batch)
 
     # One GroupCommitter fed by 8 caller threads with `inflight` channels each: every caller
     # submits the next payment of each of its channels, then waits for those receipts (a
@@ -134,17 +138,9 @@ def run_backend(  # noqa: PLR0917 - a script's plain entry point
     # Its baseline: the very same payments (as many channels, each batch of `batch` on as
     # many distinct channels) committed by direct accept_many calls, no threads: what the
     # committer's hand-offs and pipelining cost or gain, apart from the workload's shape.
-    service = fresh_service(make_url(), payer, payee, channels)
-    reqs = make_requests(payer, n, "same", channels)
-
-    def batched_same() -> None:
-        for i in range(0, n, batch):
-            results = service.accept_many(reqs[i : i + batch])
-            bad = [r for r in results if isinstance(r, Exception)]
-            if bad:
-                raise RuntimeError(bad[0])
-
-    figures[f"{name}_direct_batch{batch}_{channels}_channels_per_s"] = timed(batched_same, n)
+    figures[f"{name}_direct_batch{batch}_{channels}_channels_per_s"] = direct_batches(
+        fresh_service(make_url(), payer, payee, channels),
+        make_requests(payer, n, "same", channels), batch)
     service = fresh_service(make_url(), payer, payee, channels)
     reqs = make_requests(payer, n, "committer", channels)
     committer = GroupCommitter(service, max_batch=max(batch, channels))
